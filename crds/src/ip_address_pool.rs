@@ -10,6 +10,8 @@ use crate::cel_rules;
 /// An IPAddressPool is a set of IP addresses that ferrolb (like MetalLB) allocates to Services of
 /// type LoadBalancer. The addresses are announced on the nodes' layer 2 segment when an
 /// L2Advertisement selects the pool.
+// Repeated printcolumn(...) arguments are distinct columns, not duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "metallb.io",

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// L2Advertisement makes the speakers answer ARP (IPv4) and NDP (IPv6) for the addresses of the
 /// selected pools, so that the layer 2 segment delivers their traffic to one elected node.
+// Repeated printcolumn(...) arguments are distinct columns, not duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "metallb.io",

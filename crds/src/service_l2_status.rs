@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// ServiceL2Status reports the node that announces a Service's LoadBalancer addresses in layer 2
 /// mode and the interfaces it answers on. Speakers own these objects; users only read them.
+// Repeated printcolumn(...) arguments are distinct columns, not duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "metallb.io",

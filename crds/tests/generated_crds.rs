@@ -50,7 +50,7 @@ fn schema_for(
     let crd = all_crds()
         .into_iter()
         .find(|c| c.spec.names.kind == crd.spec.names.kind)
-        .unwrap();
+        .expect("every derived CRD is in all_crds()");
     CrdSchema::new(schema_of(&crd))
 }
 
@@ -199,7 +199,8 @@ fn rules_fit_the_cost_budget() {
     fn walk(schema: &Value, found: &mut Vec<(String, Value)>) {
         if let Some(Value::Array(rules)) = schema.get("x-kubernetes-validations") {
             for rule in rules {
-                found.push((rule["rule"].as_str().unwrap().to_string(), schema.clone()));
+                let text = rule["rule"].as_str().expect("a rule is a string");
+                found.push((text.to_string(), schema.clone()));
             }
         }
         for key in ["items", "additionalProperties"] {
