@@ -9,6 +9,9 @@ struct Args {
     /// Namespace holding the IPAddressPool and L2Advertisement objects.
     #[arg(long, env = "METALLB_NAMESPACE", default_value = ferrolb_crds::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// Address serving /healthz, /readyz and /metrics (":PORT" listens on every address).
+    #[arg(long, default_value = ":7472")]
+    health_addr: String,
 }
 
 fn main() -> anyhow::Result<()> {

@@ -5,18 +5,22 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{IPAddressPool, L2Advertisement, ServiceL2Status};
+use crate::{IPAddressPool, L2AdvertisementDefinition, ServiceL2StatusDefinition};
 
 /// Every CRD ferrolb installs, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    [
-        IPAddressPool::crd(),
-        L2Advertisement::crd(),
-        ServiceL2Status::crd(),
+    vec![
+        tidy(IPAddressPool::crd(), SpecRequired::Yes),
+        tidy(L2AdvertisementDefinition::crd(), SpecRequired::No),
+        tidy(ServiceL2StatusDefinition::crd(), SpecRequired::No),
     ]
-    .into_iter()
-    .map(tidy)
-    .collect()
+}
+
+/// Whether objects of a kind must have a `spec`, as in MetalLB's CRDs.
+#[derive(PartialEq)]
+enum SpecRequired {
+    Yes,
+    No,
 }
 
 /// The file a CRD is written to, named like MetalLB's (`metallb.io_ipaddresspools.yaml`).
@@ -44,8 +48,9 @@ pub fn schema_of(crd: &CustomResourceDefinition) -> Value {
 }
 
 /// Removes `nullable: true`, which the derive adds for every `Option` field: MetalLB's CRDs do
-/// not have it, and with it an explicit `null` would be stored instead of being dropped.
-fn tidy(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+/// not have it, and with it an explicit `null` would be stored instead of being dropped. Drops
+/// the derive's `required: [spec]` where MetalLB lets the spec be left out, and the `title`.
+fn tidy(mut crd: CustomResourceDefinition, spec: SpecRequired) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         let Some(schema) = version
             .schema
@@ -58,6 +63,12 @@ fn tidy(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
             continue;
         };
         strip_nullable(&mut value);
+        if let Some(root) = value.as_object_mut() {
+            root.remove("title");
+            if spec == SpecRequired::No {
+                root.remove("required");
+            }
+        }
         if let Ok(cleaned) = serde_json::from_value(value) {
             *schema = cleaned;
         }

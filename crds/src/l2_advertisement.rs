@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The spec of an L2Advertisement.
+///
 /// L2Advertisement makes the speakers answer ARP (IPv4) and NDP (IPv6) for the addresses of the
 /// selected pools, so that the layer 2 segment delivers their traffic to one elected node.
 // Repeated printcolumn(...) arguments are distinct columns, not duplicated attributes.
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
     group = "metallb.io",
     version = "v1beta1",
     kind = "L2Advertisement",
+    root = "L2AdvertisementDefinition",
     plural = "l2advertisements",
     singular = "l2advertisement",
     shortname = "l2adv",
@@ -89,3 +92,68 @@ pub struct PreferredNodeSelector {
 /// state in ServiceL2Status objects.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct L2AdvertisementStatus {}
+
+crate::optional_spec::object_with_optional_spec! {
+    /// L2Advertisement makes the speakers answer ARP (IPv4) and NDP (IPv6) for the addresses of
+    /// the selected pools. One without a spec announces every pool from every node.
+    L2Advertisement {
+        kind: "L2Advertisement",
+        plural: "l2advertisements",
+        spec: L2AdvertisementSpec = L2AdvertisementSpec {
+            ip_address_pools: None,
+            ip_address_pool_selectors: None,
+            node_selectors: None,
+            interfaces: None,
+            service_selectors: None,
+            preferred_node_selectors: None,
+        },
+        status: L2AdvertisementStatus,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::Resource;
+    use serde_json::json;
+
+    #[test]
+    fn an_advertisement_without_spec_loads_and_announces_everything() {
+        let object = json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "all", "namespace": "metallb-system"}
+        });
+        let advertisement: L2Advertisement = serde_json::from_value(object.clone()).unwrap();
+        assert_eq!(advertisement.spec, None);
+        assert_eq!(advertisement.spec(), &L2AdvertisementSpec::default());
+        assert_eq!(serde_json::to_value(&advertisement).unwrap(), object);
+    }
+
+    #[test]
+    fn a_new_advertisement_serializes_with_its_type() {
+        let spec = L2AdvertisementSpec {
+            ip_address_pools: Some(vec!["first-pool".into()]),
+            ..Default::default()
+        };
+        let value = serde_json::to_value(L2Advertisement::new("example", spec)).unwrap();
+        assert_eq!(value["apiVersion"], "metallb.io/v1beta1");
+        assert_eq!(value["kind"], "L2Advertisement");
+        assert_eq!(value["spec"]["ipAddressPools"][0], "first-pool");
+    }
+
+    #[test]
+    fn resource_identity_matches_the_crd() {
+        assert_eq!(L2Advertisement::api_version(&()), "metallb.io/v1beta1");
+        assert_eq!(L2Advertisement::plural(&()), "l2advertisements");
+        let crd = crate::crd_manifests::all_crds();
+        assert!(
+            crd.iter()
+                .any(|c| c.spec.names.plural == L2Advertisement::plural(&())
+                    && c.spec.names.kind == L2Advertisement::kind(&()))
+        );
+        assert_eq!(
+            crate::ServiceL2Status::plural(&()),
+            crate::ServiceL2StatusDefinition::plural(&())
+        );
+    }
+}

@@ -6,6 +6,7 @@ pub mod cel_rules;
 pub mod crd_manifests;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
+mod optional_spec;
 pub mod pool_address;
 pub mod schema_validation;
 pub mod service_l2_status;
@@ -14,13 +15,15 @@ pub use ip_address_pool::{
     IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation,
 };
 pub use l2_advertisement::{
-    L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus, PreferredNodeSelector,
+    L2Advertisement, L2AdvertisementDefinition, L2AdvertisementSpec, L2AdvertisementStatus,
+    PreferredNodeSelector,
 };
 pub use pool_address::{
     AddressError, AddressRange, IpFamily, Overlap, find_overlaps, parse_pool_address,
 };
 pub use service_l2_status::{
-    InterfaceInfo, ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus,
+    InterfaceInfo, ServiceL2Status, ServiceL2StatusDefinition, ServiceL2StatusSpec,
+    ServiceL2StatusStatus,
 };
 
 /// The API group, shared with MetalLB so that existing manifests apply unchanged.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
     group = "metallb.io",
     version = "v1beta1",
     kind = "ServiceL2Status",
+    root = "ServiceL2StatusDefinition",
     plural = "servicel2statuses",
     singular = "servicel2status",
     shortname = "sl2s",
@@ -34,6 +35,16 @@ use serde::{Deserialize, Serialize};
     )
 )]
 pub struct ServiceL2StatusSpec {}
+
+crate::optional_spec::object_with_optional_spec! {
+    /// ServiceL2Status reports the node that announces a Service's addresses in layer 2 mode.
+    ServiceL2Status {
+        kind: "ServiceL2Status",
+        plural: "servicel2statuses",
+        spec: ServiceL2StatusSpec = ServiceL2StatusSpec {},
+        status: ServiceL2StatusStatus,
+    }
+}
 
 /// Where a Service is announced from. The node and the Service it describes never change for
 /// one object: a move to another node is a new object.

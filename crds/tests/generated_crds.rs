@@ -1,11 +1,14 @@
 //! The generated CRDs: checked in unchanged, and their rules refuse what they should.
 
+// Test code: a panic on unexpected input is the test failing, with its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use ferrolb_crds::cel_rules;
 use ferrolb_crds::crd_manifests::{all_crds, file_name, schema_of, to_yaml};
 use ferrolb_crds::schema_validation::{CrdSchema, FieldError};
-use ferrolb_crds::{IPAddressPool, L2Advertisement, parse_pool_address};
+use ferrolb_crds::{IPAddressPool, L2AdvertisementDefinition, parse_pool_address};
 use kube::CustomResourceExt;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -154,7 +157,7 @@ fn pool_needs_addresses() {
 
 #[test]
 fn weight_out_of_bounds_is_refused() {
-    let schema = schema_for(&L2Advertisement::crd());
+    let schema = schema_for(&L2AdvertisementDefinition::crd());
     let advertisement = |weight: i64| {
         json!({
             "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
@@ -182,7 +185,7 @@ fn weight_out_of_bounds_is_refused() {
 
 #[test]
 fn service_l2_status_node_is_immutable() {
-    let crd = ferrolb_crds::ServiceL2Status::crd();
+    let crd = ferrolb_crds::ServiceL2StatusDefinition::crd();
     let schema = schema_for(&crd);
     let status = |node: &str| json!({"spec": {}, "status": {"node": node, "serviceName": "s", "serviceNamespace": "d"}});
     assert!(schema.validate(&status("a"), Some(&status("a"))).is_empty());

@@ -12,6 +12,12 @@ struct Args {
     /// Namespace holding the IPAddressPool and L2Advertisement objects.
     #[arg(long, env = "METALLB_NAMESPACE", default_value = ferrolb_crds::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// Address serving /healthz, /readyz and /metrics (":PORT" listens on every address).
+    #[arg(long, default_value = ":7473")]
+    health_addr: String,
+    /// UDP port the speakers gossip membership on.
+    #[arg(long, default_value_t = 7947)]
+    gossip_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {

@@ -22,3 +22,40 @@ pub fn yaml_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     }
     Ok(documents)
 }
+
+/// Every object a kustomization installs, following its `resources` into files and folders.
+pub fn kustomize_resources(dir: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml"))?;
+    let kustomization: serde_json::Value = serde_yaml::from_str(&kustomization)?;
+    let mut objects = Vec::new();
+    let resources = kustomization["resources"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("{}: no resources", dir.display()))?;
+    for resource in resources {
+        let name = resource
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("{}: resource is not a path", dir.display()))?;
+        let path = dir.join(name);
+        if path.is_dir() {
+            objects.extend(kustomize_resources(&path)?);
+        } else {
+            objects.extend(yaml_documents(&std::fs::read_to_string(&path)?)?);
+        }
+    }
+    Ok(objects)
+}
+
+/// Every document of every `.yaml` file directly in a folder, as `kubectl apply -f DIR` reads it.
+pub fn folder_documents(dir: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    paths.sort();
+    let mut objects = Vec::new();
+    for path in paths {
+        objects.extend(yaml_documents(&std::fs::read_to_string(&path)?)?);
+    }
+    Ok(objects)
+}
