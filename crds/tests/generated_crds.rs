@@ -273,3 +273,34 @@ proptest! {
         prop_assert_eq!(admitted, parsed.is_ok(), "{:?}: parser says {:?}", entry, parsed);
     }
 }
+
+/// `kubectl explain` shows these: every property of every CRD has a description.
+#[test]
+fn every_field_is_described() {
+    fn walk(schema: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(Value::Object(properties)) = schema.get("properties") {
+            for (name, child) in properties {
+                let child_path = format!("{path}.{name}");
+                let described = child
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| !d.trim().is_empty());
+                if !described {
+                    missing.push(child_path.clone());
+                }
+                walk(child, &child_path, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    for crd in all_crds() {
+        walk(&schema_of(&crd), &crd.spec.names.kind, &mut missing);
+    }
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:#?}"
+    );
+}
