@@ -283,27 +283,14 @@ impl CrdSchema {
                 self.check(additional, child, &child_path, errors);
             }
         }
-        let count = fields.len() as u64;
-        if let Some(max) = schema.get("maxProperties").and_then(Value::as_u64)
-            && count > max
-        {
-            errors.push(FieldError::new(
-                path,
-                ErrorType::TooMany,
-                Some(Value::from(count)),
-                format!("must have at most {max} items"),
-            ));
-        }
-        if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-            && count < min
-        {
-            errors.push(FieldError::new(
-                path,
-                ErrorType::Invalid,
-                Some(Value::from(count)),
-                format!("{path} in body should have at least {min} properties"),
-            ));
-        }
+        check_count(
+            schema,
+            fields.len(),
+            ("maxProperties", "minProperties"),
+            "properties",
+            path,
+            errors,
+        );
     }
 
     fn check_array(
@@ -313,28 +300,17 @@ impl CrdSchema {
         path: &str,
         errors: &mut Vec<FieldError>,
     ) {
-        let count = items.len() as u64;
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-            && count > max
+        if check_count(
+            schema,
+            items.len(),
+            ("maxItems", "minItems"),
+            "items",
+            path,
+            errors,
+        ) == Count::TooMany
         {
-            errors.push(FieldError::new(
-                path,
-                ErrorType::TooMany,
-                Some(Value::from(count)),
-                format!("must have at most {max} items"),
-            ));
             // kube-apiserver does not look inside a list that is too long.
             return;
-        }
-        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-            && count < min
-        {
-            errors.push(FieldError::new(
-                path,
-                ErrorType::Invalid,
-                Some(Value::from(count)),
-                format!("{path} in body should have at least {min} items"),
-            ));
         }
         if let Some(item_schema) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
@@ -418,6 +394,48 @@ impl CrdSchema {
             }
         }
     }
+}
+
+#[derive(PartialEq)]
+enum Count {
+    Fits,
+    TooMany,
+    TooFew,
+}
+
+/// Checks the number of items or properties against the schema's `(max, min)` keywords.
+fn check_count(
+    schema: &Map<String, Value>,
+    count: usize,
+    (max_key, min_key): (&str, &str),
+    noun: &str,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Count {
+    let count = count as u64;
+    if let Some(max) = schema.get(max_key).and_then(Value::as_u64)
+        && count > max
+    {
+        errors.push(FieldError::new(
+            path,
+            ErrorType::TooMany,
+            Some(Value::from(count)),
+            format!("must have at most {max} items"),
+        ));
+        return Count::TooMany;
+    }
+    if let Some(min) = schema.get(min_key).and_then(Value::as_u64)
+        && count < min
+    {
+        errors.push(FieldError::new(
+            path,
+            ErrorType::Invalid,
+            Some(Value::from(count)),
+            format!("{path} in body should have at least {min} {noun}"),
+        ));
+        return Count::TooFew;
+    }
+    Count::Fits
 }
 
 fn check_number(
