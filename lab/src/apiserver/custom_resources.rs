@@ -1,0 +1,127 @@
+//! CustomResourceDefinitions: serving the resources a CRD defines, and admitting custom
+//! resources through the CRD's schema (defaults, pruning, structural checks, CEL rules).
+
+use std::sync::Arc;
+
+use ferrolb_crds::schema_validation::CrdSchema;
+use serde_json::Value;
+
+use super::ApiServer;
+use super::resources::{CustomResourceInfo, ResourceType};
+use super::status::ApiError;
+
+/// Defaults, prunes and validates a custom resource; `old` is the stored object on update.
+pub fn admit(
+    resource: &ResourceType,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let Some(custom) = &resource.custom else {
+        return Ok(());
+    };
+    custom.schema.apply_defaults(object);
+    custom.schema.prune(object);
+    let errors = custom.schema.validate(object, old);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let name = object["metadata"]["name"].as_str().unwrap_or("");
+    Err(ApiError::invalid(resource, name, &errors))
+}
+
+fn is_crd_resource(resource: &ResourceType) -> bool {
+    resource.group == "apiextensions.k8s.io" && resource.plural == "customresourcedefinitions"
+}
+
+/// After a write to any resource: keeps the served CRD resources in step with the stored CRDs.
+/// `object` is `None` when the object was removed for good.
+pub fn after_write(server: &ApiServer, resource: &ResourceType, object: Option<&Value>) {
+    if !is_crd_resource(resource) {
+        return;
+    }
+    let Some(crd) = object else {
+        return;
+    };
+    let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if crd["metadata"].get("deletionTimestamp").is_some() {
+        forget(server, &name);
+        return;
+    }
+    server.registry_mut().set_custom(&name, served_types(crd));
+}
+
+/// Stops serving a CRD's resources.
+pub fn forget(server: &ApiServer, crd_name: &str) {
+    server.registry_mut().remove_custom(crd_name);
+}
+
+/// The resource types a CRD object serves, one per served version.
+pub fn served_types(crd: &Value) -> Vec<ResourceType> {
+    let spec = &crd["spec"];
+    let names = &spec["names"];
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let crd_name = text(&crd["metadata"]["name"]);
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    versions
+        .iter()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .map(|v| {
+            let schema = v["schema"]["openAPIV3Schema"].clone();
+            let mut subresources = Vec::new();
+            if v["subresources"].get("status").is_some() {
+                subresources.push("status".to_string());
+            }
+            if v["subresources"].get("scale").is_some() {
+                subresources.push("scale".to_string());
+            }
+            let plural = text(&names["plural"]);
+            let kind = text(&names["kind"]);
+            ResourceType {
+                group: text(&spec["group"]),
+                version: text(&v["name"]),
+                singular: names["singular"]
+                    .as_str()
+                    .map_or_else(|| kind.to_ascii_lowercase(), ToString::to_string),
+                kind,
+                plural,
+                namespaced: spec["scope"].as_str() == Some("Namespaced"),
+                short_names: strings(&names["shortNames"]),
+                categories: strings(&names["categories"]),
+                // The order kube-apiserver lists a CRD's verbs in.
+                verbs: [
+                    "delete",
+                    "deletecollection",
+                    "get",
+                    "list",
+                    "patch",
+                    "create",
+                    "update",
+                    "watch",
+                ]
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+                subresources,
+                has_generation: true,
+                custom: Some(CustomResourceInfo {
+                    schema: Arc::new(CrdSchema::new(schema)),
+                    printer_columns: v["additionalPrinterColumns"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
+                    crd_name: crd_name.clone(),
+                }),
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,181 @@
+//! An emulated kube-apiserver: the Kubernetes REST API over HTTP, objects in memory.
+//!
+//! It exists so that ferrolb's components, kube-rs and the stock kubectl can be tested without a
+//! cluster. Where it differs from kube-apiserver in a way a client could notice, that is a bug
+//! (the golden-exchange tests replay recordings of the real one).
+
+pub mod custom_resources;
+pub mod discovery;
+pub mod faults;
+pub mod handler;
+pub mod kubeconfig;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use faults::Faults;
+use resources::Registry;
+use store::{Store, Write};
+
+/// The namespaces every cluster starts with.
+pub const INITIAL_NAMESPACES: &[&str] =
+    &["default", "kube-node-lease", "kube-public", "kube-system"];
+
+/// The emulated API server's state; cheap to clone, every clone is the same server.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    registry: RwLock<Registry>,
+    faults: Faults,
+}
+
+impl Default for ApiServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ApiServer {
+    /// A server holding the initial namespaces, like a new cluster.
+    pub fn new() -> Self {
+        let server = ApiServer {
+            inner: Arc::new(Inner {
+                store: Store::new(),
+                registry: RwLock::new(Registry::new()),
+                faults: Faults::default(),
+            }),
+        };
+        for name in INITIAL_NAMESPACES {
+            server.seed_namespace(name);
+        }
+        server
+    }
+
+    fn seed_namespace(&self, name: &str) {
+        let Some(namespaces) = self.registry().find("", "v1", "namespaces") else {
+            return;
+        };
+        let object = handler::new_object_metadata(
+            json!({
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                "spec": {"finalizers": ["kubernetes"]},
+                "status": {"phase": "Active"}
+            }),
+            &namespaces,
+        );
+        let _ = self
+            .store()
+            .modify::<()>(&namespaces.storage_key(), "", name, |_| {
+                Ok(Write::Put(object))
+            });
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn registry(&self) -> RwLockReadGuard<'_, Registry> {
+        self.inner
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.inner
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fault injection for tests: dropping watches, failing or pausing requests.
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = axum::Router::new()
+            .fallback(handler::handle)
+            .with_state(self);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Starts serving on `addr` (port 0 picks a free one) in the background.
+    pub async fn start(self, addr: SocketAddr) -> std::io::Result<RunningApiServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = self.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = server.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "emulated API server stopped");
+            }
+        });
+        Ok(RunningApiServer {
+            addr,
+            server: self,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A server running in the background; stops when dropped.
+pub struct RunningApiServer {
+    pub addr: SocketAddr,
+    server: ApiServer,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningApiServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn server(&self) -> &ApiServer {
+        &self.server
+    }
+
+    /// A kube-rs client for this server, authenticated as `token`'s identity.
+    pub fn kubeconfig(&self, token: &str) -> kubeconfig::Kubeconfig {
+        kubeconfig::Kubeconfig::new(&self.url(), token)
+    }
+}
+
+impl Drop for RunningApiServer {
+    fn drop(&mut self) {
+        // Open watches keep graceful shutdown waiting; end them too.
+        self.server.faults().drop_watches();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}

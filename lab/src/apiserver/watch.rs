@@ -1,0 +1,158 @@
+//! Watch streams: newline-delimited JSON events, as kube-apiserver sends them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::ApiServer;
+use super::resources::{ResourceType, StorageKey};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{Change, EventType};
+
+/// What one watch request asks for.
+pub struct WatchRequest {
+    pub resource: Arc<ResourceType>,
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// `None` (or "0"): start with the current state as ADDED events.
+    pub since: Option<u64>,
+    pub bookmarks: bool,
+    pub timeout: Duration,
+}
+
+/// How often a watch that allows bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl WatchRequest {
+    fn selects(&self, object: &Value) -> bool {
+        let labels = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        self.labels.matches(labels) && self.fields.matches(object)
+    }
+
+    fn concerns(&self, change: &Change, storage: &StorageKey) -> bool {
+        change.storage == *storage
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == change.namespace)
+    }
+
+    /// The event a client of this watch sees for a change, if any: an object that leaves the
+    /// selection is DELETED for this watch, one that enters it is ADDED.
+    fn event_for(&self, change: &Change) -> Option<(EventType, Arc<Value>)> {
+        let now = self.selects(&change.object);
+        let before = change.previous.as_deref().is_some_and(|p| self.selects(p));
+        match (change.event_type, before, now) {
+            (EventType::Deleted, true, _) => Some((EventType::Deleted, change.object.clone())),
+            (EventType::Deleted, false, _) => None,
+            (_, false, true) => Some((EventType::Added, change.object.clone())),
+            (_, true, true) => Some((change.event_type, change.object.clone())),
+            (_, true, false) => Some((EventType::Deleted, change.object.clone())),
+            (_, false, false) => None,
+        }
+    }
+}
+
+fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut text = json!({"type": event_type, "object": object}).to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+/// Starts a watch; the chunks of its response body arrive on the returned channel.
+pub fn start(server: &ApiServer, request: WatchRequest) -> mpsc::Receiver<Bytes> {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let storage = request.resource.storage_key();
+    let mut initial = Vec::new();
+    let (mut live, mut last_rv) = match request.since {
+        None => {
+            let (objects, rv, receiver) = server
+                .store()
+                .snapshot_and_subscribe(&storage, request.namespace.as_deref());
+            initial.extend(
+                objects
+                    .iter()
+                    .filter(|o| request.selects(o))
+                    .map(|o| line("ADDED", o)),
+            );
+            (receiver, rv)
+        }
+        Some(since) => match server.store().watch_from(since) {
+            Ok((past, receiver)) => {
+                for change in past.iter().filter(|c| request.concerns(c, &storage)) {
+                    if let Some((event_type, object)) = request.event_for(change) {
+                        initial.push(line(event_type.as_str(), &object));
+                    }
+                }
+                (receiver, server.store().resource_version())
+            }
+            Err(too_old) => {
+                let status = ApiError::gone(format!(
+                    "too old resource version: {} ({})",
+                    too_old.requested, too_old.oldest
+                ))
+                .to_status();
+                let _ = tx.try_send(line("ERROR", &status));
+                return rx;
+            }
+        },
+    };
+    let mut drops = server.faults().watch_drops();
+    drops.mark_unchanged();
+    let bookmark_kind = (
+        request.resource.api_version(),
+        request.resource.kind.clone(),
+    );
+    tokio::spawn(async move {
+        for chunk in initial {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(request.timeout);
+        tokio::pin!(deadline);
+        let mut bookmarks = tokio::time::interval(BOOKMARK_INTERVAL);
+        bookmarks.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = drops.changed() => return,
+                _ = bookmarks.tick(), if request.bookmarks => {
+                    let bookmark = json!({
+                        "kind": bookmark_kind.1,
+                        "apiVersion": bookmark_kind.0,
+                        "metadata": {"resourceVersion": last_rv.to_string()}
+                    });
+                    if tx.send(line("BOOKMARK", &bookmark)).await.is_err() {
+                        return;
+                    }
+                }
+                received = live.recv() => match received {
+                    Ok(change) => {
+                        last_rv = change.resource_version;
+                        if !request.concerns(&change, &storage) {
+                            continue;
+                        }
+                        if let Some((event_type, object)) = request.event_for(&change)
+                            && tx.send(line(event_type.as_str(), &object)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // A watcher that fell this far behind is ended, and resumes from its RV.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,3 @@
+//! ferrolb's lab: an emulated Kubernetes API server for tests and the local demo.
+
+pub mod apiserver;
