@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::ApiServer;
 use super::custom_resources;
 use super::discovery;
+use super::openapi;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -25,6 +26,8 @@ const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Where a request goes.
 enum Route {
     Version,
+    OpenApiIndex,
+    OpenApiDocument { group: String, version: String },
     CoreGroupList,
     GroupList,
     GroupVersion { group: String, version: String },
@@ -53,6 +56,18 @@ pub async fn handle(
     let accept = header_str(&headers, header::ACCEPT);
     let result = match route(&server, uri.path()) {
         Route::Version => Ok(json_response(StatusCode::OK, &discovery::version())),
+        Route::OpenApiIndex => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            openapi::index(&server.registry()).to_string(),
+        )
+            .into_response()),
+        Route::OpenApiDocument { group, version } => {
+            match openapi::document(&server.registry(), &group, &version) {
+                Some(doc) => Ok(json_response(StatusCode::OK, &doc)),
+                None => Err(ApiError::page_not_found()),
+            }
+        }
         Route::CoreGroupList if discovery::wants_aggregated(accept) => Ok(aggregated_response(
             &discovery::aggregated(&server.registry(), true),
         )),
@@ -138,6 +153,19 @@ fn route(server: &ApiServer, path: &str) -> Route {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return Route::Version,
+        ["openapi", "v3"] => return Route::OpenApiIndex,
+        ["openapi", "v3", "api", version] => {
+            return Route::OpenApiDocument {
+                group: String::new(),
+                version: (*version).into(),
+            };
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return Route::OpenApiDocument {
+                group: (*group).into(),
+                version: (*version).into(),
+            };
+        }
         ["api"] => return Route::CoreGroupList,
         ["apis"] => return Route::GroupList,
         ["api", "v1"] => {

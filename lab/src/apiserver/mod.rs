@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod faults;
 pub mod handler;
 pub mod kubeconfig;
+pub mod openapi;
 pub mod resources;
 pub mod selectors;
 pub mod status;
