@@ -16,8 +16,10 @@ use super::discovery;
 use super::openapi;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
+use super::service;
 use super::status::ApiError;
 use super::store::{Write, Written};
+use super::tables;
 use super::watch::{self, WatchRequest};
 
 /// Default and longest watch duration, as kube-apiserver's `--min-request-timeout` spreads them.
@@ -253,13 +255,18 @@ async fn handle_resource(
     let resource = request.resource.clone();
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
-        (&Method::GET, None) => list(server, &request, query),
+        (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
         (&Method::POST, None) => {
             let object = parse_body(body)?;
             create(server, &request, object).map(|o| json_response(StatusCode::CREATED, &o))
         }
         (&Method::GET, Some(name)) => {
             let object = get(server, &request, name)?;
+            if tables::wants_table(header_str(headers, header::ACCEPT)) {
+                let metadata = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                let table = tables::table(&resource, std::slice::from_ref(&object), metadata);
+                return Ok(json_response(StatusCode::OK, &table));
+            }
             Ok(json_response(StatusCode::OK, &object))
         }
         (&Method::PUT, Some(name)) => {
@@ -281,10 +288,7 @@ async fn handle_resource(
             let stored = delete(server, &request, name)?;
             Ok(json_response(StatusCode::OK, &stored))
         }
-        _ => {
-            let _ = resource;
-            Err(ApiError::method_not_allowed())
-        }
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
@@ -328,6 +332,7 @@ fn list(
     server: &ApiServer,
     request: &ResourceRequest,
     query: &HashMap<String, String>,
+    accept: &str,
 ) -> Result<Response, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
@@ -364,6 +369,10 @@ fn list(
         let last = selected.last().map(object_key).unwrap_or_default();
         metadata["continue"] = json!(encode_continue(list_rv, &last));
         metadata["remainingItemCount"] = json!(remaining);
+    }
+    if tables::wants_table(accept) {
+        let table = tables::table(resource, &selected, metadata);
+        return Ok(json_response(StatusCode::OK, &table));
     }
     let items: Vec<Value> = selected
         .into_iter()
@@ -564,8 +573,16 @@ fn generate_suffix() -> String {
         .collect()
 }
 
+fn is_core(resource: &ResourceType, plural: &str) -> bool {
+    resource.group.is_empty() && resource.plural == plural
+}
+
 /// Type-specific preparation of a new object, and its validation, before it is stored.
-fn prepare_for_create(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
+fn prepare_for_create(
+    server: &ApiServer,
+    resource: &ResourceType,
+    object: &mut Value,
+) -> Result<(), ApiError> {
     if resource.has_status()
         && let Some(map) = object.as_object_mut()
     {
@@ -574,7 +591,15 @@ fn prepare_for_create(resource: &ResourceType, object: &mut Value) -> Result<(),
     if resource.custom.is_some() {
         custom_resources::admit(resource, object, None)?;
     }
-    if resource.group.is_empty() && resource.plural == "namespaces" {
+    if is_core(resource, "services") {
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        service::prepare_create(server.service_allocations(), object)
+            .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
+    }
+    if is_core(resource, "namespaces") {
         object["spec"] = json!({"finalizers": ["kubernetes"]});
         object["status"] = json!({"phase": "Active"});
         let name = object["metadata"]["name"].clone();
@@ -631,8 +656,9 @@ fn create(
     if resource.namespaced && !namespace_exists(server, &namespace) {
         return Err(ApiError::namespace_not_found(&namespace));
     }
-    prepare_for_create(resource, &mut object)?;
+    prepare_for_create(server, resource, &mut object)?;
     let object = new_object_metadata(object, resource);
+    let allocated = object.clone();
     let written = server
         .store()
         .modify(&resource.storage_key(), &namespace, &name, |current| {
@@ -640,6 +666,11 @@ fn create(
                 return Err(ApiError::already_exists(resource, &name));
             }
             Ok(Write::Put(object))
+        })
+        .inspect_err(|_| {
+            if is_core(resource, "services") {
+                server.service_allocations().release(&allocated);
+            }
         })?;
     let Written::Stored(stored) = written else {
         return Err(ApiError::internal("create stored nothing"));
@@ -750,11 +781,52 @@ fn finish_update(resource: &ResourceType, current: &Value, mut next: Value) -> W
     Write::Put(next)
 }
 
+/// After an update or patch: releases what a Service held if the write removed it (its last
+/// finalizer went), and keeps served CRD resources in step.
+fn finish_write(server: &ApiServer, resource: &ResourceType, written: Written) -> Option<Value> {
+    let removed = matches!(written, Written::Deleted(_));
+    let object = written_object(written)?;
+    if removed && is_core(resource, "services") {
+        server.service_allocations().release(&object);
+    }
+    if removed && resource.plural == "customresourcedefinitions" && resource.custom.is_none() {
+        custom_resources::forget(server, object["metadata"]["name"].as_str().unwrap_or(""));
+    } else {
+        custom_resources::after_write(server, resource, Some(&object));
+    }
+    Some(object)
+}
+
 fn written_object(written: Written) -> Option<Value> {
     match written {
         Written::Stored(v) | Written::Deleted(v) => Some(v),
         Written::Unchanged(v) => v,
     }
+}
+
+/// Type-specific preparation and validation of an updated object.
+fn prepare_for_update(
+    server: &ApiServer,
+    resource: &ResourceType,
+    subresource: Option<&str>,
+    current: &Value,
+    next: &mut Value,
+) -> Result<(), ApiError> {
+    let name = current["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if resource.custom.is_some() {
+        custom_resources::admit(resource, next, Some(current))?;
+    }
+    if is_core(resource, "services") {
+        let result = match subresource {
+            Some("status") => service::prepare_status_update(next),
+            _ => service::prepare_update(server.service_allocations(), current, next),
+        };
+        result.map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
+    }
+    Ok(())
 }
 
 fn update(
@@ -789,13 +861,11 @@ fn update(
                 return Err(ApiError::conflict(resource, name));
             }
             let mut next = merge_for_update(resource, subresource, current, object);
-            if resource.custom.is_some() {
-                custom_resources::admit(resource, &mut next, Some(current))?;
-            }
+            prepare_for_update(server, resource, subresource, current, &mut next)?;
             Ok(finish_update(resource, current, next))
         })?;
-    let stored = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
-    custom_resources::after_write(server, resource, Some(&stored));
+    let stored = finish_write(server, resource, written)
+        .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok((stored, false))
 }
 
@@ -837,13 +907,11 @@ fn patch(
                 return Err(ApiError::conflict(resource, name));
             }
             let mut next = merge_for_update(resource, subresource, current, patched);
-            if resource.custom.is_some() {
-                custom_resources::admit(resource, &mut next, Some(current))?;
-            }
+            prepare_for_update(server, resource, subresource, current, &mut next)?;
             Ok(finish_update(resource, current, next))
         })?;
-    let stored = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
-    custom_resources::after_write(server, resource, Some(&stored));
+    let stored = finish_write(server, resource, written)
+        .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok(stored)
 }
 
@@ -877,6 +945,9 @@ fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<V
         })?;
     let deleted_for_good = matches!(written, Written::Deleted(_));
     let object = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
+    if deleted_for_good && is_core(resource, "services") {
+        server.service_allocations().release(&object);
+    }
     custom_resources::after_write(
         server,
         resource,

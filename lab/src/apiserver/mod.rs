@@ -12,8 +12,10 @@ pub mod kubeconfig;
 pub mod openapi;
 pub mod resources;
 pub mod selectors;
+pub mod service;
 pub mod status;
 pub mod store;
+pub mod tables;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ struct Inner {
     store: Store,
     registry: RwLock<Registry>,
     faults: Faults,
+    services: service::ServiceAllocations,
 }
 
 impl Default for ApiServer {
@@ -58,12 +61,31 @@ impl ApiServer {
                 store: Store::new(),
                 registry: RwLock::new(Registry::new()),
                 faults: Faults::default(),
+                services: service::ServiceAllocations::default(),
             }),
         };
         for name in INITIAL_NAMESPACES {
             server.seed_namespace(name);
         }
+        server.seed_kubernetes_service();
         server
+    }
+
+    fn seed_kubernetes_service(&self) {
+        let Some(services) = self.registry().find("", "v1", "services") else {
+            return;
+        };
+        let object = handler::new_object_metadata(service::kubernetes_service(), &services);
+        self.service_allocations().reserve(&object);
+        let _ = self
+            .store()
+            .modify::<()>(&services.storage_key(), "default", "kubernetes", |_| {
+                Ok(Write::Put(object))
+            });
+    }
+
+    pub(crate) fn service_allocations(&self) -> &service::ServiceAllocations {
+        &self.inner.services
     }
 
     fn seed_namespace(&self, name: &str) {
