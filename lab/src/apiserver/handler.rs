@@ -892,6 +892,10 @@ fn patch(
                     let patch = parse_body(body)?;
                     json_patch::merge(&mut patched, &patch);
                 }
+                "application/strategic-merge-patch+json" if resource.custom.is_none() => {
+                    let patch = parse_body(body)?;
+                    patched = super::strategic_merge::apply(&resource.kind, current, &patch)?;
+                }
                 "application/json-patch+json" => {
                     let patch: json_patch::Patch = serde_json::from_slice(body)
                         .map_err(|e| ApiError::bad_request(e.to_string()))?;

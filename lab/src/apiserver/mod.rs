@@ -15,6 +15,7 @@ pub mod selectors;
 pub mod service;
 pub mod status;
 pub mod store;
+pub mod strategic_merge;
 pub mod tables;
 pub mod watch;
 
