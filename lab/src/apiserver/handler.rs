@@ -13,6 +13,8 @@ use serde_json::{Map, Value, json};
 use super::ApiServer;
 use super::custom_resources;
 use super::discovery;
+use super::field_sets::{Scope, Shapes};
+use super::managed_fields::{self, Writer};
 use super::openapi;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -253,12 +255,14 @@ async fn handle_resource(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let resource = request.resource.clone();
+    let manager = field_manager(query, headers);
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
         (&Method::POST, None) => {
             let object = parse_body(body)?;
-            create(server, &request, object).map(|o| json_response(StatusCode::CREATED, &o))
+            create(server, &request, object, &manager)
+                .map(|o| json_response(StatusCode::CREATED, &o))
         }
         (&Method::GET, Some(name)) => {
             let object = get(server, &request, name)?;
@@ -271,7 +275,7 @@ async fn handle_resource(
         }
         (&Method::PUT, Some(name)) => {
             let object = parse_body(body)?;
-            let (stored, created) = update(server, &request, name, object)?;
+            let (stored, created) = update(server, &request, name, object, &manager)?;
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -280,8 +284,13 @@ async fn handle_resource(
             Ok(json_response(status, &stored))
         }
         (&Method::PATCH, Some(name)) => {
-            let content_type = header_str(headers, header::CONTENT_TYPE);
-            let stored = patch(server, &request, name, content_type, body)?;
+            let patch_request = PatchRequest {
+                content_type: header_str(headers, header::CONTENT_TYPE),
+                body,
+                manager,
+                force: is_true(query.get("force")),
+            };
+            let stored = patch(server, &request, name, &patch_request)?;
             Ok(json_response(StatusCode::OK, &stored))
         }
         (&Method::DELETE, Some(name)) => {
@@ -573,16 +582,45 @@ fn generate_suffix() -> String {
         .collect()
 }
 
+/// Where field-set shapes come from for a resource.
+fn shapes_of(resource: &ResourceType) -> Shapes<'_> {
+    match &resource.custom {
+        Some(custom) => Shapes::Custom(custom.schema.schema()),
+        None => Shapes::Builtin(&resource.kind),
+    }
+}
+
+fn writer<'a>(
+    resource: &'a ResourceType,
+    manager: &'a str,
+    scope: Scope,
+    now: &'a str,
+) -> Writer<'a> {
+    Writer {
+        manager,
+        api_version: resource.api_version(),
+        scope,
+        has_status: resource.has_status(),
+        now,
+    }
+}
+
+/// The field manager of a request: `fieldManager`, or the user agent's product name as
+/// kube-apiserver derives it.
+fn field_manager(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    if let Some(manager) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        return manager.clone();
+    }
+    let agent = header_str(headers, header::USER_AGENT);
+    agent.split('/').next().unwrap_or("").to_string()
+}
+
 fn is_core(resource: &ResourceType, plural: &str) -> bool {
     resource.group.is_empty() && resource.plural == plural
 }
 
 /// Type-specific preparation of a new object, and its validation, before it is stored.
-fn prepare_for_create(
-    server: &ApiServer,
-    resource: &ResourceType,
-    object: &mut Value,
-) -> Result<(), ApiError> {
+fn prepare_for_create(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
     if resource.has_status()
         && let Some(map) = object.as_object_mut()
     {
@@ -596,7 +634,7 @@ fn prepare_for_create(
             .as_str()
             .unwrap_or("")
             .to_string();
-        service::prepare_create(server.service_allocations(), object)
+        service::default_and_validate(object)
             .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
     }
     if is_core(resource, "namespaces") {
@@ -612,6 +650,7 @@ fn create(
     server: &ApiServer,
     request: &ResourceRequest,
     mut object: Value,
+    manager: &str,
 ) -> Result<Value, ApiError> {
     let resource = &request.resource;
     check_type_meta(resource, &mut object)?;
@@ -656,8 +695,23 @@ fn create(
     if resource.namespaced && !namespace_exists(server, &namespace) {
         return Err(ApiError::namespace_not_found(&namespace));
     }
-    prepare_for_create(server, resource, &mut object)?;
-    let object = new_object_metadata(object, resource);
+    prepare_for_create(resource, &mut object)?;
+    let mut object = new_object_metadata(object, resource);
+    if let Some(metadata) = object["metadata"].as_object_mut() {
+        metadata.remove("managedFields");
+    }
+    if !manager.is_empty() {
+        managed_fields::record_update(
+            &shapes_of(resource),
+            &writer(resource, manager, Scope::Main, &now_rfc3339()),
+            None,
+            &mut object,
+        );
+    }
+    if is_core(resource, "services") {
+        service::allocate_new(server.service_allocations(), &mut object)
+            .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
+    }
     let allocated = object.clone();
     let written = server
         .store()
@@ -751,11 +805,17 @@ fn spec_part(object: &Value) -> Value {
     copy
 }
 
+/// The object as a no-op check sees it: without resourceVersion and managedFields times, so
+/// that a write changing only ownership is stored but one changing nothing is not.
 fn without_resource_version(object: &Value) -> Value {
     let mut copy = object.clone();
     if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
-        meta.remove("managedFields");
+        if let Some(Value::Array(entries)) = meta.get_mut("managedFields") {
+            for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+                entry.remove("time");
+            }
+        }
     }
     copy
 }
@@ -834,6 +894,7 @@ fn update(
     request: &ResourceRequest,
     name: &str,
     mut object: Value,
+    manager: &str,
 ) -> Result<(Value, bool), ApiError> {
     let resource = &request.resource;
     check_type_meta(resource, &mut object)?;
@@ -862,6 +923,7 @@ fn update(
             }
             let mut next = merge_for_update(resource, subresource, current, object);
             prepare_for_update(server, resource, subresource, current, &mut next)?;
+            record_update(resource, subresource, manager, current, &mut next);
             Ok(finish_update(resource, current, next))
         })?;
     let stored = finish_write(server, resource, written)
@@ -869,17 +931,77 @@ fn update(
     Ok((stored, false))
 }
 
+fn scope_of(subresource: Option<&str>) -> Scope {
+    match subresource {
+        Some("status") => Scope::Status,
+        _ => Scope::Main,
+    }
+}
+
+/// Records an Update of `current` into `next` in `next`'s managedFields.
+fn record_update(
+    resource: &ResourceType,
+    subresource: Option<&str>,
+    manager: &str,
+    current: &Value,
+    next: &mut Value,
+) {
+    let stored = current["metadata"].get("managedFields").cloned();
+    let sent = next["metadata"].get("managedFields").cloned();
+    // A client may set managedFields itself (kubectl does when it moves client-side apply
+    // ownership to server-side apply); kube-apiserver then keeps what it sent.
+    if let Some(Value::Array(entries)) = &sent
+        && !entries.is_empty()
+        && sent != stored
+    {
+        return;
+    }
+    let reset = matches!(&sent, Some(Value::Array(entries)) if entries.is_empty());
+    next["metadata"]["managedFields"] = if reset {
+        Value::Null
+    } else {
+        stored.unwrap_or(Value::Null)
+    };
+    if manager.is_empty() {
+        return;
+    }
+    let now = now_rfc3339();
+    managed_fields::record_update(
+        &shapes_of(resource),
+        &writer(resource, manager, scope_of(subresource), &now),
+        Some(current),
+        next,
+    );
+}
+
+/// What a PATCH request asks for.
+struct PatchRequest<'a> {
+    content_type: &'a str,
+    body: &'a Bytes,
+    manager: String,
+    force: bool,
+}
+
 fn patch(
     server: &ApiServer,
     request: &ResourceRequest,
     name: &str,
-    content_type: &str,
-    body: &Bytes,
+    patch_request: &PatchRequest<'_>,
 ) -> Result<Value, ApiError> {
     let resource = &request.resource;
     let namespace = namespace_of(request);
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    let media_type = patch_request
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let body = patch_request.body;
+    let manager = patch_request.manager.as_str();
     let subresource = request.subresource.as_deref();
+    if media_type == "application/apply-patch+yaml" {
+        return server_side_apply(server, request, name, patch_request);
+    }
     let written = server
         .store()
         .modify(&resource.storage_key(), &namespace, name, |current| {
@@ -912,11 +1034,91 @@ fn patch(
             }
             let mut next = merge_for_update(resource, subresource, current, patched);
             prepare_for_update(server, resource, subresource, current, &mut next)?;
+            record_update(resource, subresource, manager, current, &mut next);
             Ok(finish_update(resource, current, next))
         })?;
     let stored = finish_write(server, resource, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok(stored)
+}
+
+/// Server-side apply: creates the object if it is missing, otherwise merges the applied
+/// configuration under the field manager's ownership, refusing conflicts unless forced.
+fn server_side_apply(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    name: &str,
+    patch_request: &PatchRequest<'_>,
+) -> Result<Value, ApiError> {
+    let resource = &request.resource;
+    let manager = patch_request.manager.as_str();
+    if patch_request.manager.is_empty() {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
+    }
+    let mut applied = parse_body(patch_request.body)?;
+    check_type_meta(resource, &mut applied)?;
+    let namespace = namespace_of(request);
+    let subresource = request.subresource.as_deref();
+    let scope = scope_of(subresource);
+    let now = now_rfc3339();
+    let exists = server
+        .store()
+        .get(&resource.storage_key(), &namespace, name)
+        .is_some();
+    if !exists && subresource.is_none() {
+        let mut object = managed_fields::apply(
+            &shapes_of(resource),
+            &writer(resource, manager, scope, &now),
+            &json!({}),
+            &applied,
+            patch_request.force,
+        )?;
+        object["metadata"]["name"] = json!(name);
+        let applied_entries = object["metadata"]["managedFields"].clone();
+        // Created without recording an Update: the Apply entry is the whole story.
+        let mut stored = create(server, request, object, "")?;
+        if !applied_entries.is_null() {
+            let fixed =
+                server
+                    .store()
+                    .modify(&resource.storage_key(), &namespace, name, |current| {
+                        let Some(current) = current else {
+                            return Err(ApiError::not_found(resource, name));
+                        };
+                        let mut next = current.clone();
+                        next["metadata"]["managedFields"] = applied_entries.clone();
+                        Ok(Write::Put(next))
+                    })?;
+            if let Some(object) = written_object(fixed) {
+                stored = object;
+            }
+        }
+        return Ok(stored);
+    }
+    let written = server
+        .store()
+        .modify(&resource.storage_key(), &namespace, name, |current| {
+            let Some(current) = current else {
+                return Err(ApiError::not_found(resource, name));
+            };
+            let merged = managed_fields::apply(
+                &shapes_of(resource),
+                &writer(resource, manager, scope, &now),
+                current,
+                &applied,
+                patch_request.force,
+            )?;
+            let managed = merged["metadata"]["managedFields"].clone();
+            let mut next = merge_for_update(resource, subresource, current, merged);
+            prepare_for_update(server, resource, subresource, current, &mut next)?;
+            next["metadata"]["managedFields"] = managed;
+            Ok(finish_update(resource, current, next))
+        })?;
+    finish_write(server, resource, written).ok_or_else(|| ApiError::not_found(resource, name))
 }
 
 fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Value, ApiError> {

@@ -7,8 +7,10 @@
 pub mod custom_resources;
 pub mod discovery;
 pub mod faults;
+pub mod field_sets;
 pub mod handler;
 pub mod kubeconfig;
+pub mod managed_fields;
 pub mod openapi;
 pub mod resources;
 pub mod selectors;

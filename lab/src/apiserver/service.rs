@@ -366,20 +366,36 @@ fn families(service: &Value) -> Result<(String, Vec<String>), Vec<FieldError>> {
     Ok((policy, families))
 }
 
-/// Prepares a new Service: defaults, validation, then allocation.
-pub fn prepare_create(
-    allocations: &ServiceAllocations,
-    service: &mut Value,
-) -> Result<(), Vec<FieldError>> {
+/// Prepares a new Service: defaults and validation. Allocation comes after the field manager
+/// has recorded who set what, as in kube-apiserver, so allocated values belong to nobody.
+pub fn default_and_validate(service: &mut Value) -> Result<(), Vec<FieldError>> {
     apply_defaults(service);
     if let Some(map) = service.as_object_mut() {
         map.insert("status".into(), json!({"loadBalancer": {}}));
     }
     let errors = validate_spec(service);
-    if !errors.is_empty() {
-        return Err(errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
     }
+}
+
+/// Allocates a new Service's cluster IPs and node ports.
+pub fn allocate_new(
+    allocations: &ServiceAllocations,
+    service: &mut Value,
+) -> Result<(), Vec<FieldError>> {
     allocate(allocations, service, None)
+}
+
+/// Defaults, validates and allocates a new Service.
+pub fn prepare_create(
+    allocations: &ServiceAllocations,
+    service: &mut Value,
+) -> Result<(), Vec<FieldError>> {
+    default_and_validate(service)?;
+    allocate_new(allocations, service)
 }
 
 /// Allocates what the Service lacks; `old` is the stored Service on update, whose allocations

@@ -242,7 +242,7 @@ fn merge_list(
 
 /// Orders `list` as `$setElementOrder` says; items it does not name keep their relative order
 /// after those it names.
-fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
+fn reorder(list: &mut [Value], order: &[Value], strategy: ListStrategy) {
     let key_of = |item: &Value| -> Value {
         match strategy {
             ListStrategy::MergeByKey(key) => item.get(key).cloned().unwrap_or(Value::Null),
