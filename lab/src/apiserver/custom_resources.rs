@@ -11,16 +11,30 @@ use super::resources::{CustomResourceInfo, ResourceType};
 use super::status::ApiError;
 
 /// Defaults, prunes and validates a custom resource; `old` is the stored object on update.
+/// With `strict` (`fieldValidation=Strict`), unknown fields are refused instead of dropped.
 pub fn admit(
     resource: &ResourceType,
     object: &mut Value,
     old: Option<&Value>,
+    strict: bool,
 ) -> Result<(), ApiError> {
     let Some(custom) = &resource.custom else {
         return Ok(());
     };
     custom.schema.apply_defaults(object);
-    custom.schema.prune(object);
+    let unknown = custom.schema.prune(object);
+    if strict && !unknown.is_empty() {
+        let fields: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            fields.join(", "),
+            kind = resource.kind,
+            version = resource.version,
+        )));
+    }
     let errors = custom.schema.validate(object, old);
     if errors.is_empty() {
         return Ok(());

@@ -286,6 +286,7 @@ fn builtin_shape(kind: &str, path: &str, value: &Value) -> Shape {
         ("ConfigMap" | "Secret", "data" | "binaryData" | "stringData") => return Shape::Map,
         ("Node", "status.capacity" | "status.allocatable") => return Shape::Map,
         ("Node", "metadata.labels") => return Shape::Map,
+        ("Event", "involvedObject" | "related") => return Shape::Atomic,
         _ => {}
     }
     match value {
@@ -375,8 +376,28 @@ fn tracked_top_level(key: &str, scope: Scope, has_status: bool) -> bool {
     }
 }
 
-/// Every field of `object` in `scope`.
+/// Whether a field set describes what a write changed (Update: composite nodes the write created
+/// are members too) or an applied configuration (Apply: only leaves, list items and atomic
+/// nodes), as kube-apiserver's structured-merge-diff computes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Update,
+    Apply,
+}
+
+/// Every field of `object` in `scope`, in Update mode.
 pub fn fields_of(shapes: &Shapes<'_>, object: &Value, scope: Scope, has_status: bool) -> FieldSet {
+    fields_in_mode(shapes, object, scope, has_status, Mode::Update)
+}
+
+/// Every field of `object` in `scope`.
+pub fn fields_in_mode(
+    shapes: &Shapes<'_>,
+    object: &Value,
+    scope: Scope,
+    has_status: bool,
+    mode: Mode,
+) -> FieldSet {
     let mut set = FieldSet::default();
     if let Some(map) = object.as_object() {
         for (key, value) in map {
@@ -385,18 +406,25 @@ pub fn fields_of(shapes: &Shapes<'_>, object: &Value, scope: Scope, has_status: 
             }
             let mut path = vec![key.clone()];
             let child = set.child(PathElement::Field(key.clone()));
-            collect_fields(shapes, value, &mut path, child);
+            collect_fields(shapes, value, &mut path, child, mode);
         }
     }
     set.prune();
     set
 }
 
-fn collect_fields(shapes: &Shapes<'_>, value: &Value, path: &mut Vec<String>, set: &mut FieldSet) {
+fn collect_fields(
+    shapes: &Shapes<'_>,
+    value: &Value,
+    path: &mut Vec<String>,
+    set: &mut FieldSet,
+    mode: Mode,
+) {
     let shape = shapes.shape(path, value);
+    let composite_member = mode == Mode::Update;
     match (&shape, value) {
         (Shape::Struct | Shape::Map, Value::Object(map)) => {
-            if shape == Shape::Map || map.is_empty() {
+            if (shape == Shape::Map && composite_member) || map.is_empty() {
                 set.member = true;
             }
             for (key, child) in map {
@@ -412,12 +440,13 @@ fn collect_fields(shapes: &Shapes<'_>, value: &Value, path: &mut Vec<String>, se
                     child,
                     path,
                     set.child(PathElement::Field(key.clone())),
+                    mode,
                 );
                 path.pop();
             }
         }
         (Shape::AssociativeList(key_fields), Value::Array(items)) => {
-            set.member = true;
+            set.member = composite_member || items.is_empty();
             for item in items {
                 let element = item_key(item, key_fields);
                 let child = set.child(element);
@@ -430,6 +459,7 @@ fn collect_fields(shapes: &Shapes<'_>, value: &Value, path: &mut Vec<String>, se
                             field_value,
                             path,
                             child.child(PathElement::Field(key.clone())),
+                            mode,
                         );
                         path.pop();
                     }
@@ -437,7 +467,7 @@ fn collect_fields(shapes: &Shapes<'_>, value: &Value, path: &mut Vec<String>, se
             }
         }
         (Shape::SetList, Value::Array(items)) => {
-            set.member = true;
+            set.member = composite_member || items.is_empty();
             for item in items {
                 set.child(PathElement::Value(item.to_string())).member = true;
             }

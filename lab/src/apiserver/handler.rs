@@ -44,6 +44,8 @@ struct ResourceRequest {
     namespace: Option<String>,
     name: Option<String>,
     subresource: Option<String>,
+    /// `fieldValidation=Strict`: unknown fields are an error, not silently dropped.
+    strict_fields: bool,
 }
 
 pub async fn handle(
@@ -220,6 +222,7 @@ fn route(server: &ApiServer, path: &str) -> Route {
         namespace: namespace.map(ToString::to_string),
         name: name.map(ToString::to_string),
         subresource: subresource.map(ToString::to_string),
+        strict_fields: false,
     })
 }
 
@@ -249,13 +252,14 @@ pub fn error_response(error: &ApiError) -> Response {
 async fn handle_resource(
     server: &ApiServer,
     method: &Method,
-    request: ResourceRequest,
+    mut request: ResourceRequest,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let resource = request.resource.clone();
     let manager = field_manager(query, headers);
+    request.strict_fields = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
@@ -346,9 +350,26 @@ fn list(
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
     let resource = &request.resource;
-    let (objects, rv) = server
-        .store()
-        .list(&resource.storage_key(), request.namespace.as_deref());
+    let exact = query
+        .get("resourceVersionMatch")
+        .is_some_and(|m| m == "Exact");
+    let (objects, rv) = match query.get("resourceVersion").filter(|_| exact) {
+        Some(at) => {
+            let at: u64 = at
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {at:?}")))?;
+            let objects = server
+                .store()
+                .list_at(&resource.storage_key(), request.namespace.as_deref(), at)
+                .map_err(|_| {
+                    ApiError::gone("The resourceVersion for the provided list is too old.")
+                })?;
+            (objects, at)
+        }
+        None => server
+            .store()
+            .list(&resource.storage_key(), request.namespace.as_deref()),
+    };
     let mut selected: Vec<Value> = objects
         .into_iter()
         .filter(|o| {
@@ -620,14 +641,18 @@ fn is_core(resource: &ResourceType, plural: &str) -> bool {
 }
 
 /// Type-specific preparation of a new object, and its validation, before it is stored.
-fn prepare_for_create(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
+fn prepare_for_create(
+    resource: &ResourceType,
+    object: &mut Value,
+    strict_fields: bool,
+) -> Result<(), ApiError> {
     if resource.has_status()
         && let Some(map) = object.as_object_mut()
     {
         map.remove("status");
     }
     if resource.custom.is_some() {
-        custom_resources::admit(resource, object, None)?;
+        custom_resources::admit(resource, object, None, strict_fields)?;
     }
     if is_core(resource, "services") {
         let name = object["metadata"]["name"]
@@ -695,12 +720,21 @@ fn create(
     if resource.namespaced && !namespace_exists(server, &namespace) {
         return Err(ApiError::namespace_not_found(&namespace));
     }
-    prepare_for_create(resource, &mut object)?;
+    prepare_for_create(resource, &mut object, request.strict_fields)?;
     let mut object = new_object_metadata(object, resource);
+    let strip_managed_fields =
+        object["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|entries| {
+                !entries.is_empty()
+                    && entries
+                        .iter()
+                        .all(|e| e.as_object().is_some_and(Map::is_empty))
+            });
     if let Some(metadata) = object["metadata"].as_object_mut() {
         metadata.remove("managedFields");
     }
-    if !manager.is_empty() {
+    if !manager.is_empty() && !strip_managed_fields {
         managed_fields::record_update(
             &shapes_of(resource),
             &writer(resource, manager, Scope::Main, &now_rfc3339()),
@@ -708,6 +742,8 @@ fn create(
             &mut object,
         );
     }
+    // Admission defaults and zero values come after the field manager: nobody owns them.
+    super::zero_values::on_create(resource, &mut object);
     if is_core(resource, "services") {
         service::allocate_new(server.service_allocations(), &mut object)
             .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
@@ -867,17 +903,18 @@ fn written_object(written: Written) -> Option<Value> {
 /// Type-specific preparation and validation of an updated object.
 fn prepare_for_update(
     server: &ApiServer,
-    resource: &ResourceType,
-    subresource: Option<&str>,
+    request: &ResourceRequest,
     current: &Value,
     next: &mut Value,
 ) -> Result<(), ApiError> {
+    let resource = &request.resource;
+    let subresource = request.subresource.as_deref();
     let name = current["metadata"]["name"]
         .as_str()
         .unwrap_or("")
         .to_string();
     if resource.custom.is_some() {
-        custom_resources::admit(resource, next, Some(current))?;
+        custom_resources::admit(resource, next, Some(current), request.strict_fields)?;
     }
     if is_core(resource, "services") {
         let result = match subresource {
@@ -922,7 +959,7 @@ fn update(
                 return Err(ApiError::conflict(resource, name));
             }
             let mut next = merge_for_update(resource, subresource, current, object);
-            prepare_for_update(server, resource, subresource, current, &mut next)?;
+            prepare_for_update(server, request, current, &mut next)?;
             record_update(resource, subresource, manager, current, &mut next);
             Ok(finish_update(resource, current, next))
         })?;
@@ -948,6 +985,18 @@ fn record_update(
 ) {
     let stored = current["metadata"].get("managedFields").cloned();
     let sent = next["metadata"].get("managedFields").cloned();
+    // `managedFields: [{}]` is the documented way to strip them: nothing is recorded.
+    if let Some(Value::Array(entries)) = &sent
+        && !entries.is_empty()
+        && entries
+            .iter()
+            .all(|e| e.as_object().is_some_and(Map::is_empty))
+    {
+        if let Some(metadata) = next["metadata"].as_object_mut() {
+            metadata.remove("managedFields");
+        }
+        return;
+    }
     // A client may set managedFields itself (kubectl does when it moves client-side apply
     // ownership to server-side apply); kube-apiserver then keeps what it sent.
     if let Some(Value::Array(entries)) = &sent
@@ -1033,7 +1082,7 @@ fn patch(
                 return Err(ApiError::conflict(resource, name));
             }
             let mut next = merge_for_update(resource, subresource, current, patched);
-            prepare_for_update(server, resource, subresource, current, &mut next)?;
+            prepare_for_update(server, request, current, &mut next)?;
             record_update(resource, subresource, manager, current, &mut next);
             Ok(finish_update(resource, current, next))
         })?;
@@ -1114,7 +1163,7 @@ fn server_side_apply(
             )?;
             let managed = merged["metadata"]["managedFields"].clone();
             let mut next = merge_for_update(resource, subresource, current, merged);
-            prepare_for_update(server, resource, subresource, current, &mut next)?;
+            prepare_for_update(server, request, current, &mut next)?;
             next["metadata"]["managedFields"] = managed;
             Ok(finish_update(resource, current, next))
         })?;

@@ -5,7 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use super::field_sets::{
-    FieldSet, PathElement, Scope, Shape, Shapes, display_path, fields_of, item_key, value_at,
+    FieldSet, Mode, PathElement, Scope, Shape, Shapes, display_path, fields_in_mode, fields_of,
+    item_key, value_at,
 };
 use super::status::ApiError;
 
@@ -206,7 +207,13 @@ pub fn apply(
     applied: &Value,
     force: bool,
 ) -> Result<Value, ApiError> {
-    let applied_set = fields_of(shapes, applied, writer.scope, writer.has_status);
+    let applied_set = fields_in_mode(
+        shapes,
+        applied,
+        writer.scope,
+        writer.has_status,
+        Mode::Apply,
+    );
     let mut list = entries(live);
     let subresource = writer.subresource();
     let mut conflicts: Vec<(String, String, Vec<PathElement>)> = Vec::new();

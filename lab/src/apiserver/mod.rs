@@ -20,6 +20,7 @@ pub mod store;
 pub mod strategic_merge;
 pub mod tables;
 pub mod watch;
+pub mod zero_values;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -78,7 +79,31 @@ impl ApiServer {
         let Some(services) = self.registry().find("", "v1", "services") else {
             return;
         };
-        let object = handler::new_object_metadata(service::kubernetes_service(), &services);
+        let mut object = handler::new_object_metadata(service::kubernetes_service(), &services);
+        // kube-apiserver owns what it sets on its own Service (clusterIPs and ipFamilies are
+        // allocated, so nobody's).
+        let mut owned = object.clone();
+        if let Some(spec) = owned["spec"].as_object_mut() {
+            spec.remove("clusterIPs");
+            spec.remove("ipFamilies");
+        }
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        managed_fields::record_update(
+            &field_sets::Shapes::Builtin("Service"),
+            &managed_fields::Writer {
+                manager: "kube-apiserver",
+                api_version: "v1".into(),
+                scope: field_sets::Scope::Main,
+                has_status: true,
+                now: &now,
+            },
+            None,
+            &mut owned,
+        );
+        object["metadata"]["managedFields"] = owned["metadata"]["managedFields"].clone();
         self.service_allocations().reserve(&object);
         let _ = self
             .store()

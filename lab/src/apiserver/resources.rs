@@ -219,7 +219,8 @@ const BUILTINS: &[Builtin] = &[
         "EndpointSlice",
         "endpointslices",
         true,
-    ),
+    )
+    .generation(),
 ];
 
 /// Every served resource type; CRDs add and remove theirs.

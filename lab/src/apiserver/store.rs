@@ -75,8 +75,11 @@ struct State {
     resource_version: u64,
     objects: HashMap<StorageKey, BTreeMap<(String, String), Value>>,
     history: VecDeque<Arc<Change>>,
-    /// Changes after this resourceVersion are all still in `history`.
+    /// Changes after this resourceVersion are all still in `history` (etcd's compaction).
     history_floor: u64,
+    /// Watches may resume from this resourceVersion on (the watch cache's window), which can be
+    /// newer than `history_floor`.
+    watch_floor: u64,
 }
 
 pub struct Store {
@@ -220,6 +223,7 @@ impl Store {
         while state.history.len() > limit {
             if let Some(dropped) = state.history.pop_front() {
                 state.history_floor = dropped.resource_version;
+                state.watch_floor = state.watch_floor.max(dropped.resource_version);
             }
         }
         // Nobody listening is fine: watches subscribe before reading history.
@@ -230,10 +234,10 @@ impl Store {
     /// to come, taken under one lock so that none is missed or seen twice.
     pub fn watch_from(&self, since: u64) -> Result<WatchStart, TooOld> {
         let state = self.state();
-        if since < state.history_floor {
+        if since < state.watch_floor {
             return Err(TooOld {
                 requested: since,
-                oldest: state.history_floor,
+                oldest: state.watch_floor,
             });
         }
         let receiver = self.changes.subscribe();
@@ -259,6 +263,58 @@ impl Store {
         let mut state = self.state();
         state.history.clear();
         state.history_floor = state.resource_version;
+        state.watch_floor = state.resource_version;
+    }
+
+    /// Empties the watch window only, as kube-apiserver's watch cache does when it evicts old
+    /// events: watches from older resourceVersions get 410, exact reads still work.
+    pub fn evict_watch_cache(&self) {
+        let mut state = self.state();
+        state.watch_floor = state.resource_version;
+    }
+
+    /// The objects of one resource as they were at resourceVersion `at`, rebuilt from history.
+    pub fn list_at(
+        &self,
+        storage: &StorageKey,
+        namespace: Option<&str>,
+        at: u64,
+    ) -> Result<Vec<Value>, TooOld> {
+        let state = self.state();
+        if at < state.history_floor {
+            return Err(TooOld {
+                requested: at,
+                oldest: state.history_floor,
+            });
+        }
+        let mut objects: BTreeMap<(String, String), Value> =
+            state.objects.get(storage).cloned().unwrap_or_default();
+        for change in state.history.iter().rev() {
+            if change.resource_version <= at {
+                break;
+            }
+            if change.storage != *storage {
+                continue;
+            }
+            let name = change.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let key = (change.namespace.clone(), name);
+            match &change.previous {
+                Some(previous) => {
+                    objects.insert(key, (**previous).clone());
+                }
+                None => {
+                    objects.remove(&key);
+                }
+            }
+        }
+        Ok(objects
+            .into_iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .map(|(_, o)| o)
+            .collect())
     }
 
     /// The whole content of one resource, with the RV it is consistent with, and a receiver for
@@ -364,6 +420,30 @@ mod tests {
         }
         assert!(store.watch_from(1).is_err());
         assert_eq!(store.watch_from(2).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn exact_reads_rebuild_past_states_and_outlive_the_watch_window() {
+        let store = Store::new();
+        put(&store, "a");
+        put(&store, "b");
+        store
+            .modify::<()>(&key(), "default", "a", |_| Ok(Write::Delete))
+            .unwrap();
+        let names = |objects: Vec<Value>| -> Vec<String> {
+            objects
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(store.list_at(&key(), None, 1).unwrap()), ["a"]);
+        assert_eq!(names(store.list_at(&key(), None, 2).unwrap()), ["a", "b"]);
+        assert_eq!(names(store.list_at(&key(), None, 3).unwrap()), ["b"]);
+        store.evict_watch_cache();
+        assert!(store.watch_from(1).is_err());
+        assert!(store.list_at(&key(), None, 1).is_ok());
+        store.compact();
+        assert!(store.list_at(&key(), None, 1).is_err());
     }
 
     #[test]

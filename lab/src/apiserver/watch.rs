@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+
 use tokio::sync::{broadcast, mpsc};
 
 use super::ApiServer;
@@ -107,10 +108,7 @@ pub fn start(server: &ApiServer, request: WatchRequest) -> mpsc::Receiver<Bytes>
     };
     let mut drops = server.faults().watch_drops();
     drops.mark_unchanged();
-    let bookmark_kind = (
-        request.resource.api_version(),
-        request.resource.kind.clone(),
-    );
+    let resource = request.resource.clone();
     tokio::spawn(async move {
         for chunk in initial {
             if tx.send(chunk).await.is_err() {
@@ -126,11 +124,7 @@ pub fn start(server: &ApiServer, request: WatchRequest) -> mpsc::Receiver<Bytes>
                 _ = &mut deadline => return,
                 _ = drops.changed() => return,
                 _ = bookmarks.tick(), if request.bookmarks => {
-                    let bookmark = json!({
-                        "kind": bookmark_kind.1,
-                        "apiVersion": bookmark_kind.0,
-                        "metadata": {"resourceVersion": last_rv.to_string()}
-                    });
+                    let bookmark = super::zero_values::bookmark(&resource, last_rv);
                     if tx.send(line("BOOKMARK", &bookmark)).await.is_err() {
                         return;
                     }
