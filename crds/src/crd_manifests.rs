@@ -76,11 +76,23 @@ fn tidy(mut crd: CustomResourceDefinition, spec: SpecRequired) -> CustomResource
     crd
 }
 
+/// Joins the lines of each paragraph of a doc comment, so that `kubectl explain` wraps the text
+/// itself instead of breaking it where the source code did.
+fn unwrap_paragraphs(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
 fn strip_nullable(schema: &mut Value) {
     let Some(object) = schema.as_object_mut() else {
         return;
     };
     object.remove("nullable");
+    if let Some(Value::String(description)) = object.get_mut("description") {
+        *description = unwrap_paragraphs(description);
+    }
     if let Some(Value::Object(properties)) = object.get_mut("properties") {
         properties.values_mut().for_each(strip_nullable);
     }

@@ -37,7 +37,7 @@ fn checked_in_crd_yaml_matches_the_types() {
 
 #[test]
 fn kustomization_lists_every_crd() {
-    let kustomization = std::fs::read_to_string(crd_dir().join("kustomization.yaml")).unwrap();
+    let kustomization = std::fs::read_to_string(crd_dir().join("Kustomization")).unwrap();
     for crd in all_crds() {
         assert!(
             kustomization.contains(&file_name(&crd)),

@@ -25,7 +25,13 @@ pub fn yaml_documents(text: &str) -> anyhow::Result<Vec<serde_json::Value>> {
 
 /// Every object a kustomization installs, following its `resources` into files and folders.
 pub fn kustomize_resources(dir: &std::path::Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let kustomization = std::fs::read_to_string(dir.join("kustomization.yaml"))?;
+    // kustomize accepts either name; config/crd uses the one `kubectl apply -f` skips.
+    let file = ["kustomization.yaml", "Kustomization"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.exists())
+        .ok_or_else(|| anyhow::anyhow!("{}: no kustomization", dir.display()))?;
+    let kustomization = std::fs::read_to_string(file)?;
     let kustomization: serde_json::Value = serde_yaml::from_str(&kustomization)?;
     let mut objects = Vec::new();
     let resources = kustomization["resources"]

@@ -258,6 +258,7 @@ async fn handle_resource(
     body: &Bytes,
 ) -> Result<Response, ApiError> {
     let resource = request.resource.clone();
+    refuse_binary_encodings(headers)?;
     let manager = field_manager(query, headers);
     request.strict_fields = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     match (method, request.name.as_deref()) {
@@ -307,6 +308,19 @@ async fn handle_resource(
 
 fn is_true(value: Option<&String>) -> bool {
     value.is_some_and(|v| v == "true" || v == "1")
+}
+
+/// Request bodies kube-apiserver accepts that the emulator cannot decode: Kubernetes' protobuf
+/// and CBOR encodings. It answers 415 so that the client knows.
+fn refuse_binary_encodings(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = header_str(headers, header::CONTENT_TYPE);
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(
+            content_type,
+            "application/json, application/yaml",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -1074,7 +1088,12 @@ fn patch(
                         ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
                     })?;
                 }
-                other => return Err(ApiError::unsupported_media_type(other)),
+                other => {
+                    return Err(ApiError::unsupported_media_type(
+                        other,
+                        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
+                    ));
+                }
             }
             if let Some(rv) = patched["metadata"].get("resourceVersion").and_then(Value::as_str)
                 && current["metadata"]["resourceVersion"].as_str() != Some(rv)

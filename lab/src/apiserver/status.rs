@@ -89,12 +89,14 @@ impl ApiError {
         .with_details(json!({}))
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// A request body in a media type the emulator does not decode; `accepted` lists those it
+    /// does for the verb.
+    pub fn unsupported_media_type(content_type: &str, accepted: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type:?}"
+                "the body of the request was in an unknown format - accepted media types include: {accepted}; got {content_type:?}"
             ),
         )
     }
