@@ -274,3 +274,228 @@ async fn expect(
         }
     }
 }
+
+fn data_of(cm: &ConfigMap) -> String {
+    cm.data
+        .clone()
+        .unwrap_or_default()
+        .get("k")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A reflector's store ends up equal to the server's objects, across a dropped watch, a 410 Gone
+/// (re-list) and a deletion made while no watch was open.
+#[tokio::test]
+async fn reflector_store_converges_after_drops_and_gone() {
+    use kube::runtime::reflector;
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api.clone(), watcher::Config::default()),
+    );
+    let pump = tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Some(item) = stream.next().await {
+            let _ = item;
+        }
+    });
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &configmap(name, json!({})))
+            .await
+            .unwrap();
+    }
+    let snapshot = |reader: &reflector::Store<ConfigMap>| -> Vec<(String, String)> {
+        let mut items: Vec<(String, String)> = reader
+            .state()
+            .iter()
+            .map(|cm| (cm.metadata.name.clone().unwrap(), data_of(cm)))
+            .collect();
+        items.sort();
+        items
+    };
+    let expected = |api: Api<ConfigMap>| async move {
+        let mut items: Vec<(String, String)> = api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|cm| (cm.metadata.name.clone().unwrap(), data_of(cm)))
+            .collect();
+        items.sort();
+        items
+    };
+    eventually_equal(&reader, &api, &snapshot, &expected).await;
+    server.server().faults().drop_watches();
+    let patch = json!({"data": {"k": "after-drop"}});
+    api.patch("a", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually_equal(&reader, &api, &snapshot, &expected).await;
+    // A compaction plus a dropped watch: the watcher gets 410 and must re-list, which is the only
+    // way it can learn that b was deleted.
+    api.delete("b", &DeleteParams::default()).await.unwrap();
+    server.server().store().compact();
+    server.server().faults().drop_watches();
+    api.create(&PostParams::default(), &configmap("d", json!({})))
+        .await
+        .unwrap();
+    eventually_equal(&reader, &api, &snapshot, &expected).await;
+    assert!(snapshot(&reader).iter().all(|(name, _)| name != "b"));
+    pump.abort();
+}
+
+async fn eventually_equal<S, E, Fut>(
+    reader: &kube::runtime::reflector::Store<ConfigMap>,
+    api: &Api<ConfigMap>,
+    snapshot: &S,
+    expected: &E,
+) where
+    S: Fn(&kube::runtime::reflector::Store<ConfigMap>) -> Vec<(String, String)>,
+    E: Fn(Api<ConfigMap>) -> Fut,
+    Fut: std::future::Future<Output = Vec<(String, String)>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let want = expected(api.clone()).await;
+        if snapshot(reader) == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reflector never converged: {:?} vs {want:?}",
+            snapshot(reader)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A kube-runtime Controller reconciles every object, and keeps reconciling changes after
+/// injected watch drops, 410 Gone and failing requests.
+#[tokio::test]
+async fn controller_keeps_reconciling_through_faults() {
+    use kube::runtime::controller::{Action, Controller};
+    use std::sync::Arc;
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    struct Context {
+        seen: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    }
+    async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+        let _ = ctx
+            .seen
+            .send((cm.metadata.name.clone().unwrap_or_default(), data_of(&cm)));
+        Ok(Action::await_change())
+    }
+    fn error_policy(_: Arc<ConfigMap>, _: &kube::Error, _: Arc<Context>) -> Action {
+        Action::requeue(Duration::from_millis(50))
+    }
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(reconcile, error_policy, Arc::new(Context { seen: seen_tx }))
+        .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+    api.create(&PostParams::default(), &configmap("one", json!({})))
+        .await
+        .unwrap();
+    reconciled(&mut seen_rx, "one", "v").await;
+    server.server().faults().drop_watches();
+    api.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"k": "after-drop"}})),
+    )
+    .await
+    .unwrap();
+    reconciled(&mut seen_rx, "one", "after-drop").await;
+    server.server().store().compact();
+    server.server().faults().drop_watches();
+    api.patch(
+        "one",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"k": "after-gone"}})),
+    )
+    .await
+    .unwrap();
+    reconciled(&mut seen_rx, "one", "after-gone").await;
+    // The next five requests fail (the watcher's re-list among them); the controller retries.
+    server.server().faults().fail_next(5, 500);
+    server.server().faults().drop_watches();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let direct = Api::<ConfigMap>::namespaced(client, "default");
+    loop {
+        // Our own writes may hit the injected failures too; retry them.
+        match direct
+            .patch(
+                "one",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"data": {"k": "after-errors"}})),
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(status)) if status.code == 500 => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    reconciled(&mut seen_rx, "one", "after-errors").await;
+    task.abort();
+}
+
+/// Waits until the controller reconciled `name` holding `value`.
+async fn reconciled(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    name: &str,
+    value: &str,
+) {
+    loop {
+        let (n, v) = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{name}={value} never reconciled"))
+            .unwrap();
+        if n == name && v == value {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn injected_failures_and_pauses() {
+    let (server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    // kube-rs retries 429 Too Many Requests by itself: the list succeeds once the two injected
+    // answers are spent.
+    server.server().faults().fail_next(2, 429);
+    api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(server.server().faults().pending_failures(), 0);
+    server.server().faults().fail_next(1, 500);
+    match api.get_opt("x").await {
+        Err(kube::Error::Api(status)) => assert_eq!(
+            (status.code, status.reason.as_str()),
+            (500, "InternalError")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // A paused server holds the answer until resumed.
+    server.server().faults().pause();
+    let pending = tokio::spawn({
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default())
+                .await
+                .map(|l| l.items.len())
+        }
+    });
+    let held = tokio::time::timeout(Duration::from_millis(200), async {
+        while !pending.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(held.is_err(), "the request was answered while paused");
+    server.server().faults().resume();
+    assert_eq!(pending.await.unwrap().unwrap(), 0);
+}

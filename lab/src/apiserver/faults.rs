@@ -44,6 +44,14 @@ impl Faults {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = (count, code);
     }
 
+    /// How many injected failures are still to be served.
+    pub fn pending_failures(&self) -> u32 {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
     /// Holds every response until `resume` is called.
     pub fn pause(&self) {
         self.paused.send_replace(true);
