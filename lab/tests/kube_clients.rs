@@ -499,3 +499,96 @@ async fn injected_failures_and_pauses() {
     server.server().faults().resume();
     assert_eq!(pending.await.unwrap().unwrap(), 0);
 }
+
+/// Events recorded by kube-rs (events.k8s.io/v1, with series on repeats) are found the way
+/// `kubectl describe` looks for them: core/v1 with an involvedObject field selector.
+#[tokio::test]
+async fn recorded_events_show_in_both_event_apis() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as EventsEvent;
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (_server, client) = start().await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service = services.get("kubernetes").await.unwrap();
+    let reporter = Reporter {
+        controller: "ferrolb-controller".into(),
+        instance: Some("test".into()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "IPAllocated".into(),
+        note: Some("Assigned IP [192.168.117.100]".into()),
+        action: "Allocate".into(),
+        secondary: None,
+    };
+    let reference = service.object_ref(&());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let selector = format!(
+        "involvedObject.name=kubernetes,involvedObject.namespace=default,involvedObject.kind=Service,involvedObject.uid={}",
+        service.metadata.uid.clone().unwrap()
+    );
+    let found = core
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1, "one event, repeated as a series");
+    let seen = &found.items[0];
+    assert_eq!(seen.reason.as_deref(), Some("IPAllocated"));
+    assert_eq!(
+        seen.message.as_deref(),
+        Some("Assigned IP [192.168.117.100]")
+    );
+    assert_eq!(
+        seen.reporting_component.as_deref(),
+        Some("ferrolb-controller")
+    );
+    assert_eq!(seen.series.as_ref().and_then(|s| s.count), Some(2));
+
+    let events: Api<EventsEvent> = Api::namespaced(client, "default");
+    let same = events
+        .get(seen.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(same.note.as_deref(), Some("Assigned IP [192.168.117.100]"));
+    assert_eq!(
+        same.regarding.and_then(|r| r.name).as_deref(),
+        Some("kubernetes")
+    );
+}
+
+#[tokio::test]
+async fn delete_collection_by_selector() {
+    let (_server, client) = start().await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        api.create(
+            &PostParams::default(),
+            &configmap(name, json!({"tier": tier})),
+        )
+        .await
+        .unwrap();
+    }
+    let result = api
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=web"),
+        )
+        .await
+        .unwrap();
+    let deleted = result.left().expect("the deleted objects are listed");
+    assert_eq!(deleted.items.len(), 2);
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["b"]);
+}

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::ApiServer;
+use super::conversion;
 use super::custom_resources;
 use super::discovery;
 use super::field_sets::{Scope, Shapes};
@@ -264,6 +265,7 @@ async fn handle_resource(
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
+        (&Method::DELETE, None) => delete_collection(server, &request, query),
         (&Method::POST, None) => {
             let object = parse_body(body)?;
             create(server, &request, object, &manager)
@@ -341,7 +343,39 @@ fn get(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Valu
             &namespace_of(request),
             name,
         )
+        .map(|stored| conversion::from_storage(&request.resource, stored))
         .ok_or_else(|| ApiError::not_found(&request.resource, name))
+}
+
+/// `Store::modify` through the form `resource` serves: the decision sees and returns objects as
+/// this API shows them; the store keeps them in their storage form.
+fn modify_view<E>(
+    server: &ApiServer,
+    resource: &ResourceType,
+    namespace: &str,
+    name: &str,
+    decide: impl FnOnce(Option<&Value>) -> Result<Write, E>,
+) -> Result<Written, E> {
+    if !conversion::converts(resource) {
+        return server
+            .store()
+            .modify(&resource.storage_key(), namespace, name, decide);
+    }
+    let written = server
+        .store()
+        .modify(&resource.storage_key(), namespace, name, |stored| {
+            let view = stored.map(|s| conversion::from_storage(resource, s.clone()));
+            Ok(match decide(view.as_ref())? {
+                Write::Put(object) => Write::Put(conversion::to_storage(resource, object)),
+                other => other,
+            })
+        })?;
+    let show = |object: Value| conversion::from_storage(resource, object);
+    Ok(match written {
+        Written::Stored(v) => Written::Stored(show(v)),
+        Written::Deleted(v) => Written::Deleted(show(v)),
+        Written::Unchanged(v) => Written::Unchanged(v.map(show)),
+    })
 }
 
 /// Built-in objects in lists carry no kind and apiVersion; custom resources keep theirs.
@@ -386,6 +420,7 @@ fn list(
     };
     let mut selected: Vec<Value> = objects
         .into_iter()
+        .map(|o| conversion::from_storage(resource, o))
         .filter(|o| {
             let object_labels = o
                 .get("metadata")
@@ -763,19 +798,17 @@ fn create(
             .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
     }
     let allocated = object.clone();
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), &namespace, &name, |current| {
-            if current.is_some() {
-                return Err(ApiError::already_exists(resource, &name));
-            }
-            Ok(Write::Put(object))
-        })
-        .inspect_err(|_| {
-            if is_core(resource, "services") {
-                server.service_allocations().release(&allocated);
-            }
-        })?;
+    let written = modify_view(server, resource, &namespace, &name, |current| {
+        if current.is_some() {
+            return Err(ApiError::already_exists(resource, &name));
+        }
+        Ok(Write::Put(object))
+    })
+    .inspect_err(|_| {
+        if is_core(resource, "services") {
+            server.service_allocations().release(&allocated);
+        }
+    })?;
     let Written::Stored(stored) = written else {
         return Err(ApiError::internal("create stored nothing"));
     };
@@ -961,22 +994,20 @@ fn update(
         ));
     }
     let subresource = request.subresource.as_deref();
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), &namespace, name, |current| {
-            let Some(current) = current else {
-                return Err(ApiError::not_found(resource, name));
-            };
-            if let Some(rv) = &requested_rv
-                && current["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
-            {
-                return Err(ApiError::conflict(resource, name));
-            }
-            let mut next = merge_for_update(resource, subresource, current, object);
-            prepare_for_update(server, request, current, &mut next)?;
-            record_update(resource, subresource, manager, current, &mut next);
-            Ok(finish_update(resource, current, next))
-        })?;
+    let written = modify_view(server, resource, &namespace, name, |current| {
+        let Some(current) = current else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        if let Some(rv) = &requested_rv
+            && current["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        let mut next = merge_for_update(resource, subresource, current, object);
+        prepare_for_update(server, request, current, &mut next)?;
+        record_update(resource, subresource, manager, current, &mut next);
+        Ok(finish_update(resource, current, next))
+    })?;
     let stored = finish_write(server, resource, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok((stored, false))
@@ -1065,46 +1096,52 @@ fn patch(
     if media_type == "application/apply-patch+yaml" {
         return server_side_apply(server, request, name, patch_request);
     }
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), &namespace, name, |current| {
-            let Some(current) = current else {
-                return Err(ApiError::not_found(resource, name));
-            };
-            let mut patched = current.clone();
-            match media_type {
-                "application/merge-patch+json" => {
-                    let patch = parse_body(body)?;
-                    json_patch::merge(&mut patched, &patch);
-                }
-                "application/strategic-merge-patch+json" if resource.custom.is_none() => {
-                    let patch = parse_body(body)?;
-                    patched = super::strategic_merge::apply(&resource.kind, current, &patch)?;
-                }
-                "application/json-patch+json" => {
-                    let patch: json_patch::Patch = serde_json::from_slice(body)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-                    json_patch::patch(&mut patched, &patch).map_err(|e| {
-                        ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
-                    })?;
-                }
-                other => {
-                    return Err(ApiError::unsupported_media_type(
-                        other,
-                        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
-                    ));
-                }
+    let written = modify_view(server, resource, &namespace, name, |current| {
+        let Some(current) = current else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let mut patched = current.clone();
+        match media_type {
+            "application/merge-patch+json" => {
+                let patch = parse_body(body)?;
+                json_patch::merge(&mut patched, &patch);
             }
-            if let Some(rv) = patched["metadata"].get("resourceVersion").and_then(Value::as_str)
-                && current["metadata"]["resourceVersion"].as_str() != Some(rv)
-            {
-                return Err(ApiError::conflict(resource, name));
+            "application/strategic-merge-patch+json" if resource.custom.is_none() => {
+                let patch = parse_body(body)?;
+                patched = super::strategic_merge::apply(&resource.kind, current, &patch)?;
             }
-            let mut next = merge_for_update(resource, subresource, current, patched);
-            prepare_for_update(server, request, current, &mut next)?;
-            record_update(resource, subresource, manager, current, &mut next);
-            Ok(finish_update(resource, current, next))
-        })?;
+            "application/json-patch+json" => {
+                let patch: json_patch::Patch = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+                json_patch::patch(&mut patched, &patch).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
+                })?;
+            }
+            other => {
+                return Err(ApiError::unsupported_media_type(
+                    other,
+                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
+                ));
+            }
+        }
+        if let Some(rv) = patched["metadata"]
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+        {
+            return Err(ApiError::conflict(resource, name));
+        }
+        let mut next = merge_for_update(resource, subresource, current, patched);
+        prepare_for_update(server, request, current, &mut next)?;
+        record_update(resource, subresource, manager, current, &mut next);
+        Ok(finish_update(resource, current, next))
+    })?;
     let stored = finish_write(server, resource, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok(stored)
@@ -1150,73 +1187,121 @@ fn server_side_apply(
         // Created without recording an Update: the Apply entry is the whole story.
         let mut stored = create(server, request, object, "")?;
         if !applied_entries.is_null() {
-            let fixed =
-                server
-                    .store()
-                    .modify(&resource.storage_key(), &namespace, name, |current| {
-                        let Some(current) = current else {
-                            return Err(ApiError::not_found(resource, name));
-                        };
-                        let mut next = current.clone();
-                        next["metadata"]["managedFields"] = applied_entries.clone();
-                        Ok(Write::Put(next))
-                    })?;
+            let fixed = modify_view(server, resource, &namespace, name, |current| {
+                let Some(current) = current else {
+                    return Err(ApiError::not_found(resource, name));
+                };
+                let mut next = current.clone();
+                next["metadata"]["managedFields"] = applied_entries.clone();
+                Ok(Write::Put(next))
+            })?;
             if let Some(object) = written_object(fixed) {
                 stored = object;
             }
         }
         return Ok(stored);
     }
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), &namespace, name, |current| {
-            let Some(current) = current else {
-                return Err(ApiError::not_found(resource, name));
-            };
-            let merged = managed_fields::apply(
-                &shapes_of(resource),
-                &writer(resource, manager, scope, &now),
-                current,
-                &applied,
-                patch_request.force,
-            )?;
-            let managed = merged["metadata"]["managedFields"].clone();
-            let mut next = merge_for_update(resource, subresource, current, merged);
-            prepare_for_update(server, request, current, &mut next)?;
-            next["metadata"]["managedFields"] = managed;
-            Ok(finish_update(resource, current, next))
-        })?;
+    let written = modify_view(server, resource, &namespace, name, |current| {
+        let Some(current) = current else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let merged = managed_fields::apply(
+            &shapes_of(resource),
+            &writer(resource, manager, scope, &now),
+            current,
+            &applied,
+            patch_request.force,
+        )?;
+        let managed = merged["metadata"]["managedFields"].clone();
+        let mut next = merge_for_update(resource, subresource, current, merged);
+        prepare_for_update(server, request, current, &mut next)?;
+        next["metadata"]["managedFields"] = managed;
+        Ok(finish_update(resource, current, next))
+    })?;
     finish_write(server, resource, written).ok_or_else(|| ApiError::not_found(resource, name))
+}
+
+/// `deletecollection`: deletes every selected object (finalizers still hold theirs) and answers
+/// with the list of what was deleted.
+fn delete_collection(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let resource = &request.resource;
+    if !resource.verbs.iter().any(|v| v == "deletecollection") {
+        return Err(ApiError::method_not_allowed());
+    }
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+    let (objects, _) = server
+        .store()
+        .list(&resource.storage_key(), request.namespace.as_deref());
+    let mut deleted = Vec::new();
+    for object in objects
+        .into_iter()
+        .map(|o| conversion::from_storage(resource, o))
+    {
+        let object_labels = object["metadata"].get("labels").and_then(Value::as_object);
+        if !labels.matches(object_labels) || !fields.matches(&object) {
+            continue;
+        }
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .map(ToString::to_string);
+        let item_request = ResourceRequest {
+            resource: resource.clone(),
+            namespace,
+            name: Some(name.clone()),
+            subresource: None,
+            strict_fields: false,
+        };
+        match delete(server, &item_request, &name) {
+            Ok(gone) => deleted.push(list_item(resource, gone)),
+            // Deleted meanwhile by someone else: nothing left to do.
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let body = json!({
+        "kind": format!("{}List", resource.kind),
+        "apiVersion": resource.api_version(),
+        "metadata": {"resourceVersion": server.store().resource_version().to_string()},
+        "items": deleted,
+    });
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Value, ApiError> {
     let resource = &request.resource;
     let namespace = namespace_of(request);
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), &namespace, name, |current| {
-            let Some(current) = current else {
-                return Err(ApiError::not_found(resource, name));
-            };
-            let has_finalizers = current["metadata"]
-                .get("finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            if !has_finalizers {
-                return Ok(Write::Delete);
-            }
-            if current["metadata"].get("deletionTimestamp").is_some() {
-                return Ok(Write::Keep);
-            }
-            let mut next = current.clone();
-            next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            if resource.has_generation {
-                let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-                next["metadata"]["generation"] = json!(generation);
-            }
-            Ok(Write::Put(next))
-        })?;
+    let written = modify_view(server, resource, &namespace, name, |current| {
+        let Some(current) = current else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let has_finalizers = current["metadata"]
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if !has_finalizers {
+            return Ok(Write::Delete);
+        }
+        if current["metadata"].get("deletionTimestamp").is_some() {
+            return Ok(Write::Keep);
+        }
+        let mut next = current.clone();
+        next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+        next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if resource.has_generation {
+            let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            next["metadata"]["generation"] = json!(generation);
+        }
+        Ok(Write::Put(next))
+    })?;
     let deleted_for_good = matches!(written, Written::Deleted(_));
     let object = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
     if deleted_for_good && is_core(resource, "services") {

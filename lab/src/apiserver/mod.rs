@@ -4,6 +4,7 @@
 //! cluster. Where it differs from kube-apiserver in a way a client could notice, that is a bug
 //! (the golden-exchange tests replay recordings of the real one).
 
+pub mod conversion;
 pub mod custom_resources;
 pub mod discovery;
 pub mod faults;

@@ -59,8 +59,14 @@ impl ResourceType {
     /// Where objects of this type are kept: one storage per group and resource, whatever the
     /// version it is served in.
     pub fn storage_key(&self) -> StorageKey {
+        // events.k8s.io Events live in core's storage (see `conversion`).
+        let group = if self.group == "events.k8s.io" && self.plural == "events" {
+            String::new()
+        } else {
+            self.group.clone()
+        };
         StorageKey {
-            group: self.group.clone(),
+            group,
             resource: self.plural.clone(),
         }
     }

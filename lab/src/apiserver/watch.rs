@@ -47,10 +47,24 @@ impl WatchRequest {
     }
 
     /// The event a client of this watch sees for a change, if any: an object that leaves the
-    /// selection is DELETED for this watch, one that enters it is ADDED.
+    /// selection is DELETED for this watch, one that enters it is ADDED. Objects are shown in the
+    /// watched API's form.
     fn event_for(&self, change: &Change) -> Option<(EventType, Arc<Value>)> {
-        let now = self.selects(&change.object);
-        let before = change.previous.as_deref().is_some_and(|p| self.selects(p));
+        let (event_type, object) = self.raw_event_for(change)?;
+        if super::conversion::converts(&self.resource) {
+            let shown = super::conversion::from_storage(&self.resource, (*object).clone());
+            return Some((event_type, Arc::new(shown)));
+        }
+        Some((event_type, object))
+    }
+
+    fn raw_event_for(&self, change: &Change) -> Option<(EventType, Arc<Value>)> {
+        let show = |o: &Value| super::conversion::from_storage(&self.resource, o.clone());
+        let now = self.selects(&show(&change.object));
+        let before = change
+            .previous
+            .as_deref()
+            .is_some_and(|p| self.selects(&show(p)));
         match (change.event_type, before, now) {
             (EventType::Deleted, true, _) => Some((EventType::Deleted, change.object.clone())),
             (EventType::Deleted, false, _) => None,
@@ -80,9 +94,10 @@ pub fn start(server: &ApiServer, request: WatchRequest) -> mpsc::Receiver<Bytes>
                 .snapshot_and_subscribe(&storage, request.namespace.as_deref());
             initial.extend(
                 objects
-                    .iter()
+                    .into_iter()
+                    .map(|o| super::conversion::from_storage(&request.resource, o))
                     .filter(|o| request.selects(o))
-                    .map(|o| line("ADDED", o)),
+                    .map(|o| line("ADDED", &o)),
             );
             (receiver, rv)
         }
