@@ -592,3 +592,93 @@ async fn delete_collection_by_selector() {
         .collect();
     assert_eq!(left, ["b"]);
 }
+
+/// CRDs make their resources served, custom resources get the schema's defaults and rules,
+/// generation counts spec changes only, and deleting the CRD stops serving them.
+#[tokio::test]
+async fn custom_resources_follow_their_crd() {
+    use ferrolb_crds::{IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus};
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let (_server, client) = start().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ferrolb_crds::crd_manifests::all_crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "metallb-system"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), "metallb-system");
+    let mut pool = IPAddressPool::new(
+        "first-pool",
+        IPAddressPoolSpec {
+            addresses: vec!["192.168.117.100-192.168.117.110".into()],
+            auto_assign: None,
+            avoid_buggy_ips: None,
+            service_allocation: None,
+        },
+    );
+    let created = pools.create(&PostParams::default(), &pool).await.unwrap();
+    assert_eq!(
+        created.spec.auto_assign,
+        Some(true),
+        "schema default applied"
+    );
+    assert_eq!(created.spec.avoid_buggy_ips, Some(false));
+    assert_eq!(created.metadata.generation, Some(1));
+
+    // Invalid objects get kube-apiserver's 422 from the CEL rules.
+    pool.metadata.name = Some("reversed".into());
+    pool.spec.addresses = vec!["192.0.2.20-192.0.2.10".into()];
+    match pools.create(&PostParams::default(), &pool).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+            assert_eq!(
+                status.message,
+                "IPAddressPool.metallb.io \"reversed\" is invalid: spec.addresses[0]: Invalid value: \"string\": the start of a range must not be after its end"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Status and label writes keep the generation; a spec change bumps it.
+    let status = json!({"status": IPAddressPoolStatus { assigned_ipv4: 1, available_ipv4: 10, ..Default::default() }});
+    let after_status = pools
+        .patch_status(
+            "first-pool",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_status.metadata.generation, Some(1));
+    assert_eq!(after_status.status.unwrap().assigned_ipv4, 1);
+    let labels = json!({"metadata": {"labels": {"a": "b"}}});
+    let after_labels = pools
+        .patch(
+            "first-pool",
+            &PatchParams::default(),
+            &Patch::Merge(&labels),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_labels.metadata.generation, Some(1));
+    let spec = json!({"spec": {"avoidBuggyIPs": true}});
+    let after_spec = pools
+        .patch("first-pool", &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+        .unwrap();
+    assert_eq!(after_spec.metadata.generation, Some(2));
+
+    crds.delete("ipaddresspools.metallb.io", &DeleteParams::default())
+        .await
+        .unwrap();
+    match pools.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
+        other => panic!("still served after the CRD was deleted: {other:?}"),
+    }
+}
