@@ -682,3 +682,78 @@ async fn custom_resources_follow_their_crd() {
         other => panic!("still served after the CRD was deleted: {other:?}"),
     }
 }
+
+/// `dryRun=All` runs every check and answers as if it wrote, but stores nothing and allocates
+/// nothing.
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let (server, client) = start().await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "myapp"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let before = server.server().store().resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let answered = services.create(&dry, &service).await.unwrap();
+    assert!(
+        answered.spec.unwrap().cluster_ip.is_some(),
+        "answered as created"
+    );
+    assert!(
+        services.get_opt("myapp").await.unwrap().is_none(),
+        "but not stored"
+    );
+    assert_eq!(server.server().store().resource_version(), before);
+    // Invalid input is still refused.
+    let two_unnamed: Service = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 81}]}
+    }))
+    .unwrap();
+    match services.create(&dry, &two_unnamed).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 422),
+        other => panic!("{other:?}"),
+    }
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let patch = json!({"metadata": {"labels": {"dry": "run"}}});
+    let patched = services
+        .patch(
+            "myapp",
+            &PatchParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["dry"], "run");
+    assert!(
+        services
+            .get("myapp")
+            .await
+            .unwrap()
+            .metadata
+            .labels
+            .is_none()
+    );
+    services
+        .delete(
+            "myapp",
+            &DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(services.get_opt("myapp").await.unwrap().is_some());
+}

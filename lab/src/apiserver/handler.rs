@@ -47,6 +47,8 @@ struct ResourceRequest {
     subresource: Option<String>,
     /// `fieldValidation=Strict`: unknown fields are an error, not silently dropped.
     strict_fields: bool,
+    /// `dryRun=All`: everything is checked, nothing is stored.
+    dry_run: bool,
 }
 
 pub async fn handle(
@@ -224,6 +226,7 @@ fn route(server: &ApiServer, path: &str) -> Route {
         name: name.map(ToString::to_string),
         subresource: subresource.map(ToString::to_string),
         strict_fields: false,
+        dry_run: false,
     })
 }
 
@@ -262,6 +265,15 @@ async fn handle_resource(
     refuse_binary_encodings(headers)?;
     let manager = field_manager(query, headers);
     request.strict_fields = query.get("fieldValidation").is_some_and(|v| v == "Strict");
+    request.dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid dry run value: {other:?}, supported values: \"All\""
+            )));
+        }
+    };
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
@@ -301,6 +313,13 @@ async fn handle_resource(
             Ok(json_response(StatusCode::OK, &stored))
         }
         (&Method::DELETE, Some(name)) => {
+            let options = delete_options(body)?;
+            if options.dry_run {
+                request.dry_run = true;
+            }
+            if let Some(expected) = &options.preconditions {
+                check_preconditions(server, &request, name, expected)?;
+            }
             let stored = delete(server, &request, name)?;
             Ok(json_response(StatusCode::OK, &stored))
         }
@@ -351,25 +370,42 @@ fn get(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Valu
 /// this API shows them; the store keeps them in their storage form.
 fn modify_view<E>(
     server: &ApiServer,
-    resource: &ResourceType,
+    request: &ResourceRequest,
     namespace: &str,
     name: &str,
     decide: impl FnOnce(Option<&Value>) -> Result<Write, E>,
 ) -> Result<Written, E> {
+    let resource = &request.resource;
+    let store = server.store();
+    let write = |storage: &super::resources::StorageKey,
+                 decide: &mut dyn FnMut(Option<&Value>) -> Result<Write, E>| {
+        if request.dry_run {
+            store.preview(storage, namespace, name, decide)
+        } else {
+            store.modify(storage, namespace, name, decide)
+        }
+    };
     if !conversion::converts(resource) {
-        return server
-            .store()
-            .modify(&resource.storage_key(), namespace, name, decide);
+        let mut decide = Some(decide);
+        return write(
+            &resource.storage_key(),
+            &mut |current| match decide.take() {
+                Some(decide) => decide(current),
+                None => Ok(Write::Keep),
+            },
+        );
     }
-    let written = server
-        .store()
-        .modify(&resource.storage_key(), namespace, name, |stored| {
-            let view = stored.map(|s| conversion::from_storage(resource, s.clone()));
-            Ok(match decide(view.as_ref())? {
-                Write::Put(object) => Write::Put(conversion::to_storage(resource, object)),
-                other => other,
-            })
-        })?;
+    let mut decide = Some(decide);
+    let written = write(&resource.storage_key(), &mut |stored| {
+        let Some(decide) = decide.take() else {
+            return Ok(Write::Keep);
+        };
+        let view = stored.map(|s| conversion::from_storage(resource, s.clone()));
+        Ok(match decide(view.as_ref())? {
+            Write::Put(object) => Write::Put(conversion::to_storage(resource, object)),
+            other => other,
+        })
+    })?;
     let show = |object: Value| conversion::from_storage(resource, object);
     Ok(match written {
         Written::Stored(v) => Written::Stored(show(v)),
@@ -794,24 +830,34 @@ fn create(
     // Admission defaults and zero values come after the field manager: nobody owns them.
     super::zero_values::on_create(resource, &mut object);
     if is_core(resource, "services") {
-        service::allocate_new(server.service_allocations(), &mut object)
+        let scratch;
+        let allocations = if request.dry_run {
+            scratch = server.service_allocations().scratch();
+            &scratch
+        } else {
+            server.service_allocations()
+        };
+        service::allocate_new(allocations, &mut object)
             .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
     }
     let allocated = object.clone();
-    let written = modify_view(server, resource, &namespace, &name, |current| {
+    let written = modify_view(server, request, &namespace, &name, |current| {
         if current.is_some() {
             return Err(ApiError::already_exists(resource, &name));
         }
         Ok(Write::Put(object))
     })
     .inspect_err(|_| {
-        if is_core(resource, "services") {
+        if is_core(resource, "services") && !request.dry_run {
             server.service_allocations().release(&allocated);
         }
     })?;
     let Written::Stored(stored) = written else {
         return Err(ApiError::internal("create stored nothing"));
     };
+    if request.dry_run {
+        return Ok(stored);
+    }
     custom_resources::after_write(server, resource, Some(&stored));
     Ok(stored)
 }
@@ -926,7 +972,11 @@ fn finish_update(resource: &ResourceType, current: &Value, mut next: Value) -> W
 
 /// After an update or patch: releases what a Service held if the write removed it (its last
 /// finalizer went), and keeps served CRD resources in step.
-fn finish_write(server: &ApiServer, resource: &ResourceType, written: Written) -> Option<Value> {
+fn finish_write(server: &ApiServer, request: &ResourceRequest, written: Written) -> Option<Value> {
+    let resource = &request.resource;
+    if request.dry_run {
+        return written_object(written);
+    }
     let removed = matches!(written, Written::Deleted(_));
     let object = written_object(written)?;
     if removed && is_core(resource, "services") {
@@ -966,6 +1016,9 @@ fn prepare_for_update(
     if is_core(resource, "services") {
         let result = match subresource {
             Some("status") => service::prepare_status_update(next),
+            _ if request.dry_run => {
+                service::prepare_update(&server.service_allocations().scratch(), current, next)
+            }
             _ => service::prepare_update(server.service_allocations(), current, next),
         };
         result.map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
@@ -994,7 +1047,7 @@ fn update(
         ));
     }
     let subresource = request.subresource.as_deref();
-    let written = modify_view(server, resource, &namespace, name, |current| {
+    let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
@@ -1008,7 +1061,7 @@ fn update(
         record_update(resource, subresource, manager, current, &mut next);
         Ok(finish_update(resource, current, next))
     })?;
-    let stored = finish_write(server, resource, written)
+    let stored = finish_write(server, request, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok((stored, false))
 }
@@ -1096,7 +1149,7 @@ fn patch(
     if media_type == "application/apply-patch+yaml" {
         return server_side_apply(server, request, name, patch_request);
     }
-    let written = modify_view(server, resource, &namespace, name, |current| {
+    let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
@@ -1142,7 +1195,7 @@ fn patch(
         record_update(resource, subresource, manager, current, &mut next);
         Ok(finish_update(resource, current, next))
     })?;
-    let stored = finish_write(server, resource, written)
+    let stored = finish_write(server, request, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
     Ok(stored)
 }
@@ -1187,7 +1240,7 @@ fn server_side_apply(
         // Created without recording an Update: the Apply entry is the whole story.
         let mut stored = create(server, request, object, "")?;
         if !applied_entries.is_null() {
-            let fixed = modify_view(server, resource, &namespace, name, |current| {
+            let fixed = modify_view(server, request, &namespace, name, |current| {
                 let Some(current) = current else {
                     return Err(ApiError::not_found(resource, name));
                 };
@@ -1201,7 +1254,7 @@ fn server_side_apply(
         }
         return Ok(stored);
     }
-    let written = modify_view(server, resource, &namespace, name, |current| {
+    let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
@@ -1218,7 +1271,59 @@ fn server_side_apply(
         next["metadata"]["managedFields"] = managed;
         Ok(finish_update(resource, current, next))
     })?;
-    finish_write(server, resource, written).ok_or_else(|| ApiError::not_found(resource, name))
+    finish_write(server, request, written).ok_or_else(|| ApiError::not_found(resource, name))
+}
+
+/// What a DELETE body (`DeleteOptions`) asks for.
+struct DeleteOptions {
+    dry_run: bool,
+    preconditions: Option<Value>,
+}
+
+fn delete_options(body: &Bytes) -> Result<DeleteOptions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DeleteOptions {
+            dry_run: false,
+            preconditions: None,
+        });
+    }
+    let options = parse_body(body)?;
+    let dry_run = options["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
+    Ok(DeleteOptions {
+        dry_run,
+        preconditions: options
+            .get("preconditions")
+            .filter(|p| p.is_object())
+            .cloned(),
+    })
+}
+
+/// `preconditions` of a delete: the object must still have this uid and resourceVersion.
+fn check_preconditions(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    name: &str,
+    expected: &Value,
+) -> Result<(), ApiError> {
+    let current = get(server, request, name)?;
+    for (field, what) in [("uid", "UID"), ("resourceVersion", "ResourceVersion")] {
+        if let Some(want) = expected.get(field).and_then(Value::as_str) {
+            let have = current["metadata"][field].as_str().unwrap_or("");
+            if want != have {
+                return Err(ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}",
+                        request.resource.qualified_plural()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `deletecollection`: deletes every selected object (finalizers still hold theirs) and answers
@@ -1259,6 +1364,7 @@ fn delete_collection(
             name: Some(name.clone()),
             subresource: None,
             strict_fields: false,
+            dry_run: request.dry_run,
         };
         match delete(server, &item_request, &name) {
             Ok(gone) => deleted.push(list_item(resource, gone)),
@@ -1279,7 +1385,7 @@ fn delete_collection(
 fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Value, ApiError> {
     let resource = &request.resource;
     let namespace = namespace_of(request);
-    let written = modify_view(server, resource, &namespace, name, |current| {
+    let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
@@ -1304,6 +1410,9 @@ fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<V
     })?;
     let deleted_for_good = matches!(written, Written::Deleted(_));
     let object = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
+    if request.dry_run {
+        return Ok(object);
+    }
     if deleted_for_good && is_core(resource, "services") {
         server.service_allocations().release(&object);
     }

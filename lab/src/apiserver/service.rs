@@ -27,7 +27,7 @@ pub struct ServiceAllocations {
     state: Mutex<AllocationState>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct AllocationState {
     cluster_ips: HashSet<IpAddr>,
     node_ports: HashSet<u16>,
@@ -83,6 +83,13 @@ impl ServiceAllocations {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A copy to allocate from without effect, for `dryRun` requests.
+    pub fn scratch(&self) -> ServiceAllocations {
+        ServiceAllocations {
+            state: Mutex::new(self.state().clone()),
+        }
     }
 
     /// Releases what a Service held (on deletion, or when a create failed).

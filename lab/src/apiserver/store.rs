@@ -198,6 +198,28 @@ impl Store {
         Ok(written)
     }
 
+    /// Runs `decide` as `modify` would, under the same lock, but stores nothing: what a
+    /// `dryRun=All` request answers.
+    pub fn preview<E>(
+        &self,
+        storage: &StorageKey,
+        namespace: &str,
+        name: &str,
+        decide: impl FnOnce(Option<&Value>) -> Result<Write, E>,
+    ) -> Result<Written, E> {
+        let state = self.state();
+        let key = (namespace.to_string(), name.to_string());
+        let current = state.objects.get(storage).and_then(|o| o.get(&key));
+        Ok(match decide(current)? {
+            Write::Keep => Written::Unchanged(current.cloned()),
+            Write::Put(object) => Written::Stored(object),
+            Write::Delete => match current {
+                Some(object) => Written::Deleted(object.clone()),
+                None => Written::Unchanged(None),
+            },
+        })
+    }
+
     fn record(
         &self,
         state: &mut State,
