@@ -6,9 +6,9 @@ use std::sync::Arc;
 use ferrolb_crds::schema_validation::CrdSchema;
 use serde_json::Value;
 
-use super::ApiServer;
 use super::resources::{CustomResourceInfo, ResourceType};
 use super::status::ApiError;
+use super::{ApiServer, strings};
 
 /// Defaults, prunes and validates a custom resource; `old` is the stored object on update.
 /// With `strict` (`fieldValidation=Strict`), unknown fields are refused instead of dropped.
@@ -74,16 +74,6 @@ pub fn served_types(crd: &Value) -> Vec<ResourceType> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(ToString::to_string)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let crd_name = text(&crd["metadata"]["name"]);
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     versions

@@ -1026,6 +1026,30 @@ fn prepare_for_update(
     Ok(())
 }
 
+/// What an update or patch stores in place of `current`: the client's object after the
+/// resourceVersion precondition, status subresource rules, type preparation and field manager.
+fn replace_with(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    manager: &str,
+    current: &Value,
+    incoming: Value,
+    requested_rv: Option<&str>,
+) -> Result<Write, ApiError> {
+    let resource = &request.resource;
+    let subresource = request.subresource.as_deref();
+    if let Some(rv) = requested_rv
+        && current["metadata"]["resourceVersion"].as_str() != Some(rv)
+    {
+        let name = current["metadata"]["name"].as_str().unwrap_or("");
+        return Err(ApiError::conflict(resource, name));
+    }
+    let mut next = merge_for_update(resource, subresource, current, incoming);
+    prepare_for_update(server, request, current, &mut next)?;
+    record_update(resource, subresource, manager, current, &mut next);
+    Ok(finish_update(resource, current, next))
+}
+
 fn update(
     server: &ApiServer,
     request: &ResourceRequest,
@@ -1046,20 +1070,18 @@ fn update(
             "the name of the object does not match the name on the URL",
         ));
     }
-    let subresource = request.subresource.as_deref();
     let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
-        if let Some(rv) = &requested_rv
-            && current["metadata"]["resourceVersion"].as_str() != Some(rv.as_str())
-        {
-            return Err(ApiError::conflict(resource, name));
-        }
-        let mut next = merge_for_update(resource, subresource, current, object);
-        prepare_for_update(server, request, current, &mut next)?;
-        record_update(resource, subresource, manager, current, &mut next);
-        Ok(finish_update(resource, current, next))
+        replace_with(
+            server,
+            request,
+            manager,
+            current,
+            object,
+            requested_rv.as_deref(),
+        )
     })?;
     let stored = finish_write(server, request, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;
@@ -1145,7 +1167,6 @@ fn patch(
         .trim();
     let body = patch_request.body;
     let manager = patch_request.manager.as_str();
-    let subresource = request.subresource.as_deref();
     if media_type == "application/apply-patch+yaml" {
         return server_side_apply(server, request, name, patch_request);
     }
@@ -1183,17 +1204,18 @@ fn patch(
                 ));
             }
         }
-        if let Some(rv) = patched["metadata"]
+        let requested_rv = patched["metadata"]
             .get("resourceVersion")
             .and_then(Value::as_str)
-            && current["metadata"]["resourceVersion"].as_str() != Some(rv)
-        {
-            return Err(ApiError::conflict(resource, name));
-        }
-        let mut next = merge_for_update(resource, subresource, current, patched);
-        prepare_for_update(server, request, current, &mut next)?;
-        record_update(resource, subresource, manager, current, &mut next);
-        Ok(finish_update(resource, current, next))
+            .map(ToString::to_string);
+        replace_with(
+            server,
+            request,
+            manager,
+            current,
+            patched,
+            requested_rv.as_deref(),
+        )
     })?;
     let stored = finish_write(server, request, written)
         .ok_or_else(|| ApiError::not_found(resource, name))?;

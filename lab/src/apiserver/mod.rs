@@ -39,6 +39,19 @@ use store::{Store, Write};
 pub const INITIAL_NAMESPACES: &[&str] =
     &["default", "kube-node-lease", "kube-public", "kube-system"];
 
+/// The strings of a JSON array (none if it is not one).
+pub(crate) fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(ToString::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The emulated API server's state; cheap to clone, every clone is the same server.
 #[derive(Clone)]
 pub struct ApiServer {

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
+use super::strings;
 use ferrolb_crds::schema_validation::{ErrorType, FieldError};
 use serde_json::{Value, json};
 
@@ -117,18 +118,6 @@ impl ServiceAllocations {
             state.node_ports.insert(port);
         }
     }
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(ToString::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn node_ports(service: &Value) -> Vec<u16> {

@@ -128,17 +128,7 @@ impl Store {
     /// resourceVersion the list is consistent with.
     pub fn list(&self, storage: &StorageKey, namespace: Option<&str>) -> (Vec<Value>, u64) {
         let state = self.state();
-        let objects = state
-            .objects
-            .get(storage)
-            .map(|objects| {
-                objects
-                    .iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-                    .map(|(_, o)| o.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let objects = objects_in(&state, storage, namespace);
         (objects, state.resource_version)
     }
 
@@ -348,19 +338,24 @@ impl Store {
     ) -> (Vec<Value>, u64, broadcast::Receiver<Arc<Change>>) {
         let state = self.state();
         let receiver = self.changes.subscribe();
-        let objects = state
-            .objects
-            .get(storage)
-            .map(|objects| {
-                objects
-                    .iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-                    .map(|(_, o)| o.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let objects = objects_in(&state, storage, namespace);
         (objects, state.resource_version, receiver)
     }
+}
+
+/// Objects of one resource, in one namespace or all, in key order.
+fn objects_in(state: &State, storage: &StorageKey, namespace: Option<&str>) -> Vec<Value> {
+    state
+        .objects
+        .get(storage)
+        .map(|objects| {
+            objects
+                .iter()
+                .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                .map(|(_, o)| o.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn set_resource_version(object: &mut Value, rv: u64) {

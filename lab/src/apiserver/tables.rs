@@ -2,6 +2,7 @@
 //! `kubectl get` prints: Services with kube-apiserver's columns, custom resources with their
 //! CRD's printer columns, every other kind with NAME and AGE.
 
+use super::strings;
 use serde_json::{Map, Value, json};
 
 use super::resources::ResourceType;
@@ -87,18 +88,6 @@ fn cells(resource: &ResourceType, object: &Value, now: jiff::Timestamp) -> Vec<V
 
 fn text_or<'a>(text: Option<&'a str>, fallback: &'a str) -> &'a str {
     text.filter(|t| !t.is_empty()).unwrap_or(fallback)
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(ToString::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The EXTERNAL-IP column, as kubectl's service printer computes it.
