@@ -21,9 +21,15 @@ impl Drop for Running {
 fn apiserver_command_serves_until_killed() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("nested/kubeconfig");
+    let speaker_kubeconfig = dir.path().join("speaker.kubeconfig");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))
         .args(["apiserver", "--listen", "127.0.0.1:0", "--kubeconfig"])
         .arg(&kubeconfig)
+        .arg("--service-account-kubeconfig")
+        .arg(format!(
+            "metallb-system/ferrolb-speaker={}",
+            speaker_kubeconfig.display()
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -60,6 +66,18 @@ fn apiserver_command_serves_until_killed() {
     ] {
         assert!(names.contains(ns), "{names}");
     }
+    // The service account has no RoleBinding yet: RBAC refuses it, as kube-apiserver would.
+    let output = Command::new("kubectl")
+        .args(["get", "nodes"])
+        .env("KUBECONFIG", &speaker_kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("Error from server (Forbidden): nodes is forbidden: User \"system:serviceaccount:metallb-system:ferrolb-speaker\" cannot list resource \"nodes\""),
+        "{stderr}"
+    );
     running.0.kill().unwrap();
     let status = running.0.wait().unwrap();
     assert!(!status.success(), "killed, not exited on its own");

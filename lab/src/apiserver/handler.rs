@@ -61,6 +61,13 @@ pub async fn handle(
     if let Err(e) = server.faults().before_request().await {
         return error_response(&e);
     }
+    let user = match server
+        .identities()
+        .authenticate(header_str(&headers, header::AUTHORIZATION))
+    {
+        Ok(user) => user,
+        Err(e) => return error_response(&e),
+    };
     let query = parse_query(uri.query().unwrap_or(""));
     let accept = header_str(&headers, header::ACCEPT);
     let result = match route(&server, uri.path()) {
@@ -98,13 +105,63 @@ pub async fn handle(
             }
         }
         Route::Resource(request) => {
-            handle_resource(&server, &method, request, &query, &headers, &body).await
+            match authorize(&server, user.as_ref(), &method, &request, &query) {
+                Ok(()) => handle_resource(&server, &method, request, &query, &headers, &body).await,
+                Err(e) => Err(e),
+            }
         }
         Route::NotFound => Err(ApiError::page_not_found()),
     };
     match result {
         Ok(response) => response,
         Err(e) => error_response(&e),
+    }
+}
+
+/// The RBAC verb of a request, as kube-apiserver names it.
+fn rbac_verb<'a>(
+    method: &Method,
+    request: &ResourceRequest,
+    query: &HashMap<String, String>,
+) -> &'a str {
+    match (method, request.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_true(query.get("watch")) => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "",
+    }
+}
+
+/// RBAC for a resource request; nothing to check while the server has no identities.
+fn authorize(
+    server: &ApiServer,
+    user: Option<&super::auth::UserInfo>,
+    method: &Method,
+    request: &ResourceRequest,
+    query: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    let Some(user) = user else {
+        return Ok(());
+    };
+    let attributes = super::auth::Attributes {
+        verb: rbac_verb(method, request, query),
+        api_group: &request.resource.group,
+        resource: &request.resource.plural,
+        subresource: request.subresource.as_deref(),
+        namespace: request.namespace.as_deref(),
+        name: request.name.as_deref(),
+    };
+    let registry = server.registry().clone();
+    if super::auth::authorize(server.store(), &registry, user, &attributes) {
+        Ok(())
+    } else {
+        tracing::info!(user = %user.name, verb = attributes.verb, resource = attributes.resource, "forbidden by RBAC");
+        Err(super::auth::forbidden(user, &attributes))
     }
 }
 

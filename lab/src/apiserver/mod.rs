@@ -4,6 +4,7 @@
 //! cluster. Where it differs from kube-apiserver in a way a client could notice, that is a bug
 //! (the golden-exchange tests replay recordings of the real one).
 
+pub mod auth;
 pub mod conversion;
 pub mod custom_resources;
 pub mod discovery;
@@ -20,6 +21,7 @@ pub mod status;
 pub mod store;
 pub mod strategic_merge;
 pub mod tables;
+pub mod tls;
 pub mod watch;
 pub mod zero_values;
 
@@ -63,6 +65,7 @@ struct Inner {
     registry: RwLock<Registry>,
     faults: Faults,
     services: service::ServiceAllocations,
+    identities: auth::Identities,
 }
 
 impl Default for ApiServer {
@@ -80,6 +83,7 @@ impl ApiServer {
                 registry: RwLock::new(Registry::new()),
                 faults: Faults::default(),
                 services: service::ServiceAllocations::default(),
+                identities: auth::Identities::default(),
             }),
         };
         for name in INITIAL_NAMESPACES {
@@ -169,6 +173,12 @@ impl ApiServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The bearer tokens the server knows. Once one is added, every request is authenticated and
+    /// authorized by RBAC.
+    pub fn identities(&self) -> &auth::Identities {
+        &self.inner.identities
+    }
+
     /// Fault injection for tests: dropping watches, failing or pausing requests.
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
@@ -186,6 +196,44 @@ impl ApiServer {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
+    }
+
+    /// Serves HTTPS on `listener` with `certificate` until `shutdown` resolves.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        certificate: &tls::ServingCertificate,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(certificate.server_config.clone());
+        let app = axum::Router::new()
+            .fallback(handler::handle)
+            .with_state(self);
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                accepted = listener.accept() => accepted?,
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match acceptor.accept(tcp).await {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let served = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
     }
 
     /// Starts serving on `addr` (port 0 picks a free one) in the background.
@@ -207,6 +255,39 @@ impl ApiServer {
             server: self,
             stop: Some(stop),
             task,
+            ca_pem: None,
+        })
+    }
+
+    /// Starts serving HTTPS on `addr` in the background, with a new CA that the kubeconfigs it
+    /// hands out trust. Needed for kubectl to send credentials.
+    pub async fn start_tls(self, addr: SocketAddr) -> anyhow::Result<RunningApiServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mut addresses = vec![addr.ip(), std::net::IpAddr::from([127, 0, 0, 1])];
+        addresses.dedup();
+        let certificate = tls::generate(&addresses)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = self.clone();
+        let config = certificate.server_config.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            let certificate = tls::ServingCertificate {
+                ca_pem: String::new(),
+                server_config: config,
+            };
+            if let Err(e) = server.serve_tls(listener, &certificate, shutdown).await {
+                tracing::error!(error = %e, "emulated API server stopped");
+            }
+        });
+        Ok(RunningApiServer {
+            addr,
+            server: self,
+            stop: Some(stop),
+            task,
+            ca_pem: Some(certificate.ca_pem),
         })
     }
 }
@@ -217,20 +298,49 @@ pub struct RunningApiServer {
     server: ApiServer,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The CA of an HTTPS server.
+    ca_pem: Option<String>,
 }
 
 impl RunningApiServer {
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA that signed an HTTPS server's certificate.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn server(&self) -> &ApiServer {
         &self.server
     }
 
-    /// A kube-rs client for this server, authenticated as `token`'s identity.
+    /// A kubeconfig for this server, authenticated as `token`'s identity.
     pub fn kubeconfig(&self, token: &str) -> kubeconfig::Kubeconfig {
-        kubeconfig::Kubeconfig::new(&self.url(), token)
+        let config = kubeconfig::Kubeconfig::new(&self.url(), token);
+        match &self.ca_pem {
+            Some(ca) => config.with_ca(ca),
+            None => config,
+        }
+    }
+
+    /// A kubeconfig with a new token for a service account, as a Pod running under it has.
+    pub fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> kubeconfig::Kubeconfig {
+        let token = self
+            .server
+            .identities()
+            .issue_service_account_token(namespace, name);
+        self.kubeconfig(&token)
     }
 }
 
