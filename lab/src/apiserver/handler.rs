@@ -377,7 +377,11 @@ async fn handle_resource(
             if let Some(expected) = &options.preconditions {
                 check_preconditions(server, &request, name, expected)?;
             }
-            let stored = delete(server, &request, name)?;
+            let propagation = match query.get("propagationPolicy") {
+                Some(policy) => Propagation::parse(policy)?,
+                None => options.propagation.unwrap_or(Propagation::Background),
+            };
+            let stored = delete(server, &request, name, propagation)?;
             Ok(json_response(StatusCode::OK, &stored))
         }
         _ => Err(ApiError::method_not_allowed()),
@@ -726,14 +730,58 @@ fn check_type_meta(resource: &ResourceType, object: &mut Value) -> Result<(), Ap
     Ok(())
 }
 
-fn namespace_exists(server: &ApiServer, namespace: &str) -> bool {
-    let namespaces = server.registry().find("", "v1", "namespaces");
-    namespaces.is_some_and(|ns| {
-        server
-            .store()
-            .get(&ns.storage_key(), "", namespace)
-            .is_some()
-    })
+fn namespace_object(server: &ApiServer, namespace: &str) -> Option<Value> {
+    let namespaces = server.registry().find("", "v1", "namespaces")?;
+    server.store().get(&namespaces.storage_key(), "", namespace)
+}
+
+/// Deletes an object on behalf of the server's own controllers (namespace deletion, garbage
+/// collection), with the same rules as a client's DELETE.
+pub fn delete_internal(
+    server: &ApiServer,
+    resource: Arc<ResourceType>,
+    namespace: &str,
+    name: &str,
+    propagation: Propagation,
+) -> Result<Value, ApiError> {
+    let request = ResourceRequest {
+        namespace: resource.namespaced.then(|| namespace.to_string()),
+        resource,
+        name: Some(name.to_string()),
+        subresource: None,
+        strict_fields: false,
+        dry_run: false,
+    };
+    delete(server, &request, name, propagation)
+}
+
+/// Replaces an object on behalf of the server's own controllers; `change` edits a copy of the
+/// stored object. Deletes it when that leaves a deleted object with no finalizers.
+pub fn update_internal(
+    server: &ApiServer,
+    resource: Arc<ResourceType>,
+    namespace: &str,
+    name: &str,
+    change: impl FnOnce(&mut Value),
+) -> Result<Option<Value>, ApiError> {
+    let request = ResourceRequest {
+        namespace: resource.namespaced.then(|| namespace.to_string()),
+        resource,
+        name: Some(name.to_string()),
+        subresource: None,
+        strict_fields: false,
+        dry_run: false,
+    };
+    let resource = &request.resource;
+    let written = modify_view(server, &request, namespace, name, |current| {
+        let Some(current) = current else {
+            return Err(ApiError::not_found(resource, name));
+        };
+        let mut next = current.clone();
+        change(&mut next);
+        Ok(finish_update(resource, current, next))
+    })?;
+    Ok(finish_write(server, &request, written))
 }
 
 fn generate_suffix() -> String {
@@ -859,8 +907,25 @@ fn create(
             }
         },
     };
-    if resource.namespaced && !namespace_exists(server, &namespace) {
-        return Err(ApiError::namespace_not_found(&namespace));
+    if resource.namespaced {
+        match namespace_object(server, &namespace) {
+            None => return Err(ApiError::namespace_not_found(&namespace)),
+            Some(ns) if ns["metadata"].get("deletionTimestamp").is_some() => {
+                let mut error = ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+                        resource.qualified_plural()
+                    ),
+                );
+                error.details = Some(
+                    json!({"name": name, "kind": resource.plural, "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}]}),
+                );
+                return Err(error);
+            }
+            Some(_) => {}
+        }
     }
     prepare_for_create(resource, &mut object, request.strict_fields)?;
     let mut object = new_object_metadata(object, resource);
@@ -1017,11 +1082,7 @@ fn finish_update(resource: &ResourceType, current: &Value, mut next: Value) -> W
         next["metadata"]["generation"] = json!(generation);
     }
     let deleting = next["metadata"].get("deletionTimestamp").is_some();
-    let finalizers_left = next["metadata"]
-        .get("finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if deleting && !finalizers_left {
+    if deleting && !held_by_finalizers(&next) {
         return Write::Delete;
     }
     Write::Put(next)
@@ -1357,25 +1418,69 @@ fn server_side_apply(
 struct DeleteOptions {
     dry_run: bool,
     preconditions: Option<Value>,
+    propagation: Option<Propagation>,
 }
+
+/// How a deletion treats the objects that name the deleted one as their owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the owner now; the garbage collector deletes the dependents after.
+    Background,
+    /// Delete the dependents first; the owner waits (finalizer `foregroundDeletion`).
+    Foreground,
+    /// Keep the dependents, without the owner reference (finalizer `orphan`).
+    Orphan,
+}
+
+impl Propagation {
+    fn parse(text: &str) -> Result<Self, ApiError> {
+        match text {
+            "Background" => Ok(Propagation::Background),
+            "Foreground" => Ok(Propagation::Foreground),
+            "Orphan" => Ok(Propagation::Orphan),
+            other => Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
+
+    /// The finalizer that holds the owner while the garbage collector works.
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        }
+    }
+}
+
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+pub const ORPHAN_FINALIZER: &str = "orphan";
 
 fn delete_options(body: &Bytes) -> Result<DeleteOptions, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(DeleteOptions {
             dry_run: false,
             preconditions: None,
+            propagation: None,
         });
     }
     let options = parse_body(body)?;
     let dry_run = options["dryRun"]
         .as_array()
         .is_some_and(|d| d.iter().any(|v| v == "All"));
+    let propagation = match options["propagationPolicy"].as_str() {
+        Some(policy) => Some(Propagation::parse(policy)?),
+        None if options["orphanDependents"] == json!(true) => Some(Propagation::Orphan),
+        None => None,
+    };
     Ok(DeleteOptions {
         dry_run,
         preconditions: options
             .get("preconditions")
             .filter(|p| p.is_object())
             .cloned(),
+        propagation,
     })
 }
 
@@ -1445,7 +1550,7 @@ fn delete_collection(
             strict_fields: false,
             dry_run: request.dry_run,
         };
-        match delete(server, &item_request, &name) {
+        match delete(server, &item_request, &name, Propagation::Background) {
             Ok(gone) => deleted.push(list_item(resource, gone)),
             // Deleted meanwhile by someone else: nothing left to do.
             Err(e) if e.code == 404 => {}
@@ -1461,26 +1566,51 @@ fn delete_collection(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-fn delete(server: &ApiServer, request: &ResourceRequest, name: &str) -> Result<Value, ApiError> {
+/// Whether anything still holds an object: its finalizers, or a namespace's spec finalizers.
+fn held_by_finalizers(object: &Value) -> bool {
+    let non_empty = |v: &Value| v.as_array().is_some_and(|f| !f.is_empty());
+    non_empty(&object["metadata"]["finalizers"]) || non_empty(&object["spec"]["finalizers"])
+}
+
+fn delete(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    name: &str,
+    propagation: Propagation,
+) -> Result<Value, ApiError> {
     let resource = &request.resource;
     let namespace = namespace_of(request);
     let written = modify_view(server, request, &namespace, name, |current| {
         let Some(current) = current else {
             return Err(ApiError::not_found(resource, name));
         };
-        let has_finalizers = current["metadata"]
-            .get("finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if !has_finalizers {
+        let mut next = current.clone();
+        if let Some(finalizer) = propagation.finalizer() {
+            let finalizers = next["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !finalizers.iter().any(|f| f == finalizer) {
+                let mut finalizers = finalizers;
+                finalizers.push(json!(finalizer));
+                next["metadata"]["finalizers"] = json!(finalizers);
+            }
+        }
+        if !held_by_finalizers(&next) {
             return Ok(Write::Delete);
         }
         if current["metadata"].get("deletionTimestamp").is_some() {
-            return Ok(Write::Keep);
+            return Ok(if next == *current {
+                Write::Keep
+            } else {
+                Write::Put(next)
+            });
         }
-        let mut next = current.clone();
         next["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
         next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        if is_core(resource, "namespaces") {
+            next["status"]["phase"] = json!("Terminating");
+        }
         if resource.has_generation {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             next["metadata"]["generation"] = json!(generation);

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod field_sets;
 pub mod handler;
 pub mod kubeconfig;
+mod lifecycle;
 pub mod managed_fields;
 pub mod openapi;
 pub mod resources;
@@ -66,6 +67,7 @@ struct Inner {
     faults: Faults,
     services: service::ServiceAllocations,
     identities: auth::Identities,
+    controllers_started: std::sync::atomic::AtomicBool,
 }
 
 impl Default for ApiServer {
@@ -84,6 +86,7 @@ impl ApiServer {
                 faults: Faults::default(),
                 services: service::ServiceAllocations::default(),
                 identities: auth::Identities::default(),
+                controllers_started: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         for name in INITIAL_NAMESPACES {
@@ -184,12 +187,21 @@ impl ApiServer {
         &self.inner.faults
     }
 
+    /// Starts the namespace controller and garbage collector, once; they stop with the server.
+    fn start_controllers(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.inner.controllers_started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(lifecycle::run(Arc::downgrade(&self.inner)));
+        }
+    }
+
     /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.start_controllers();
         let app = axum::Router::new()
             .fallback(handler::handle)
             .with_state(self);
@@ -205,6 +217,7 @@ impl ApiServer {
         certificate: &tls::ServingCertificate,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.start_controllers();
         let acceptor = tokio_rustls::TlsAcceptor::from(certificate.server_config.clone());
         let app = axum::Router::new()
             .fallback(handler::handle)
