@@ -382,6 +382,19 @@ impl CrdSchema {
                 format!("{shown_path} in body should be at least {min} chars long"),
             ));
         }
+        if let Some(format) = schema.get("format").and_then(Value::as_str)
+            && !format_matches(format, s)
+        {
+            errors.push(FieldError::new(
+                path,
+                ErrorType::Invalid,
+                Some(Value::String(s.into())),
+                format!(
+                    "{shown_path} in body must be of type {format}: {}",
+                    format_value(&Value::String(s.into()))
+                ),
+            ));
+        }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
             match self.pattern(pattern) {
                 Some(re) if re.is_match(s) => {}
@@ -436,6 +449,40 @@ fn check_count(
         return Count::TooFew;
     }
     Count::Fits
+}
+
+/// The string formats kube-apiserver checks in CRD schemas (others are accepted as they are).
+fn format_matches(format: &str, s: &str) -> bool {
+    use std::net::IpAddr;
+    match format {
+        "date-time" | "datetime" => s.parse::<jiff::Timestamp>().is_ok(),
+        "date" => s.parse::<jiff::civil::Date>().is_ok(),
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => s
+            .split_once('/')
+            .is_some_and(|(ip, len)| ip.parse::<IpAddr>().is_ok() && len.parse::<u8>().is_ok()),
+        "uuid" => {
+            let hex: String = s.chars().filter(|c| *c != '-').collect();
+            s.len() == 36 && hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
+        }
+        "byte" => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+        }
+        "hostname" => {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        }
+        _ => true,
+    }
 }
 
 fn check_number(
@@ -694,6 +741,29 @@ mod tests {
             messages(&s, json!({"spec": {"name": 3}})),
             vec![
                 "spec.name: Invalid value: \"integer\": spec.name in body must be of type string: \"integer\""
+            ]
+        );
+    }
+
+    #[test]
+    fn string_formats_are_checked() {
+        let s = CrdSchema::new(json!({"type": "object", "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "free": {"type": "string", "format": "something-unknown"}
+        }}));
+        assert!(
+            messages(
+                &s,
+                json!({"when": "2026-01-01T00:00:00Z", "ip": "192.0.2.1", "free": "x"})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            messages(&s, json!({"when": "yesterday", "ip": "192.0.2.300"})),
+            vec![
+                "ip: Invalid value: \"192.0.2.300\": ip in body must be of type ipv4: \"192.0.2.300\"",
+                "when: Invalid value: \"yesterday\": when in body must be of type date-time: \"yesterday\"",
             ]
         );
     }
