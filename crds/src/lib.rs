@@ -6,6 +6,7 @@ pub mod cel_rules;
 pub mod crd_manifests;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
+pub mod label_selector;
 mod optional_spec;
 pub mod pool_address;
 pub mod schema_validation;

@@ -1,0 +1,10 @@
+//! ferrolb's controller: allocates external IPs from IPAddressPools to LoadBalancer Services.
+//!
+//! The allocation rules live in pure modules ([`allocator`], [`pool`], [`service_request`],
+//! [`sharing`]) that know nothing of the API server, so that they are tested on their own.
+
+pub mod allocator;
+pub mod ip_set;
+pub mod pool;
+pub mod service_request;
+pub mod sharing;

@@ -1,0 +1,106 @@
+//! A pool as the allocator sees it: parsed address ranges and the rules for which Services it
+//! serves.
+
+use std::collections::BTreeMap;
+
+use ferrolb_crds::label_selector::{SelectorError, matches_any};
+use ferrolb_crds::pool_address::{AddressError, parse_pool_addresses};
+use ferrolb_crds::{AddressRange, IPAddressPool, IpFamily};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::service_request::ServiceRequest;
+
+/// `serviceAllocation`: which Services a pool is reserved for, and its priority among them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AllocationRule {
+    /// Lower wins; `None` (or MetalLB's 0, which means unset) comes after every priority.
+    pub priority: Option<i32>,
+    pub namespaces: Vec<String>,
+    pub namespace_selectors: Vec<LabelSelector>,
+    pub service_selectors: Vec<LabelSelector>,
+}
+
+/// A valid pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub ranges: Vec<AddressRange>,
+    pub auto_assign: bool,
+    pub avoid_buggy_ips: bool,
+    pub allocation: Option<AllocationRule>,
+    /// The pool's labels, for L2Advertisement pool selectors.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Why a pool cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PoolError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Addresses(Vec<AddressError>),
+}
+
+impl Pool {
+    /// The pool an IPAddressPool describes, or every reason it is invalid.
+    pub fn from_resource(resource: &IPAddressPool) -> Result<Pool, PoolError> {
+        let ranges =
+            parse_pool_addresses(&resource.spec.addresses).map_err(PoolError::Addresses)?;
+        let allocation = resource
+            .spec
+            .service_allocation
+            .as_ref()
+            .map(|a| AllocationRule {
+                priority: a.priority.filter(|p| *p != 0),
+                namespaces: a.namespaces.clone().unwrap_or_default(),
+                namespace_selectors: a.namespace_selectors.clone().unwrap_or_default(),
+                service_selectors: a.service_selectors.clone().unwrap_or_default(),
+            });
+        Ok(Pool {
+            name: resource.metadata.name.clone().unwrap_or_default(),
+            ranges,
+            auto_assign: resource.spec.auto_assign(),
+            avoid_buggy_ips: resource.spec.avoid_buggy_ips(),
+            allocation,
+            labels: resource.metadata.labels.clone().unwrap_or_default(),
+        })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+
+    pub fn has_family(&self, family: IpFamily) -> bool {
+        self.ranges.iter().any(|r| r.family() == family)
+    }
+
+    /// Whether the pool's `serviceAllocation` selects the Service: every criterion it sets
+    /// must hold (one of its namespaces, one of its namespace selectors, one of its Service
+    /// selectors). A pool without `serviceAllocation` selects nobody here; it serves through
+    /// autoAssign instead.
+    pub fn reserved_for(&self, service: &ServiceRequest) -> Result<bool, SelectorError> {
+        let Some(rule) = &self.allocation else {
+            return Ok(false);
+        };
+        if !rule.namespaces.is_empty() && !rule.namespaces.contains(&service.key.namespace) {
+            return Ok(false);
+        }
+        if !rule.namespace_selectors.is_empty()
+            && !matches_any(&rule.namespace_selectors, &service.namespace_labels)?
+        {
+            return Ok(false);
+        }
+        if !rule.service_selectors.is_empty()
+            && !matches_any(&rule.service_selectors, &service.labels)?
+        {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// MetalLB's "buggy" addresses: IPv4 addresses ending in .0 or .255.
+pub fn is_buggy(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => matches!(v4.octets()[3], 0 | 255),
+        std::net::IpAddr::V6(_) => false,
+    }
+}
