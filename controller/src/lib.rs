@@ -6,5 +6,6 @@
 pub mod allocator;
 pub mod ip_set;
 pub mod pool;
+pub mod runtime;
 pub mod service_request;
 pub mod sharing;

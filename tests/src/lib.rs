@@ -65,3 +65,52 @@ pub fn folder_documents(dir: &std::path::Path) -> anyhow::Result<Vec<serde_json:
     }
     Ok(objects)
 }
+
+/// Creates objects (as JSON) through a kube client, finding each kind by discovery: what
+/// `kubectl create -f` does. CRDs first, then the rest, so that custom kinds resolve.
+pub async fn create_all(
+    client: &kube::Client,
+    objects: Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    use kube::api::{DynamicObject, PostParams};
+    let (crds, others): (Vec<_>, Vec<_>) = objects
+        .into_iter()
+        .partition(|o| o["kind"] == "CustomResourceDefinition");
+    for batch in [crds, others] {
+        let discovery = kube::Discovery::new(client.clone()).run().await?;
+        for object in batch {
+            let object: DynamicObject = serde_json::from_value(object)?;
+            let types = object
+                .types
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("object without apiVersion/kind"))?;
+            let gvk = kube::core::GroupVersionKind::try_from(types)?;
+            let (resource, capabilities) = discovery
+                .resolve_gvk(&gvk)
+                .ok_or_else(|| anyhow::anyhow!("{gvk:?} is not served"))?;
+            let api: kube::Api<DynamicObject> =
+                match (capabilities.scope, object.metadata.namespace.as_deref()) {
+                    (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                        kube::Api::namespaced_with(client.clone(), ns, &resource)
+                    }
+                    (kube::discovery::Scope::Namespaced, None) => {
+                        kube::Api::default_namespaced_with(client.clone(), &resource)
+                    }
+                    _ => kube::Api::all_with(client.clone(), &resource),
+                };
+            api.create(&PostParams::default(), &object).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A kube client from a kubeconfig file, as a Pod or a user would build it.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}

@@ -1,0 +1,543 @@
+//! The controller's I/O: watches Services, IPAddressPools and Namespaces, feeds the allocator,
+//! and writes the outcome back (Service status and annotation, pool status, Events).
+//!
+//! Order matters and is explicit: every watch lists first, then every address Services already
+//! hold (their status) is restored into the allocator, and only then is anything allocated.
+//! Changes then go through one queue: a Service change is reconciled alone, a pool change
+//! re-reconciles only the Services still waiting for an address.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ferrolb_crds::IPAddressPool;
+use ferrolb_crds::pool_address::find_overlaps;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::allocator::{Allocator, Assignment};
+use crate::pool::Pool;
+use crate::service_request::{ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest};
+
+/// What the controller serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where IPAddressPools live.
+    pub namespace: String,
+    /// Services of this `loadBalancerClass` are handled; without it, only classless ones.
+    pub lb_class: Option<String>,
+    /// The field manager of every write.
+    pub field_manager: String,
+}
+
+/// Something that changed, for the work queue.
+#[derive(Debug)]
+enum Change {
+    Service(ServiceKey),
+    ServiceGone(ServiceKey),
+    Pools,
+    Namespace(String),
+}
+
+/// What a Service was last told, so that Events are sent on transitions only.
+#[derive(Debug, Clone, PartialEq)]
+enum Reported {
+    Allocated(Vec<IpAddr>),
+    Failed(String),
+}
+
+struct Controller {
+    client: Client,
+    config: Config,
+    allocator: Allocator,
+    services: Store<Service>,
+    pools: Store<IPAddressPool>,
+    namespaces: Store<Namespace>,
+    recorder: Recorder,
+    reported: HashMap<ServiceKey, Reported>,
+    warned_legacy: BTreeSet<(ServiceKey, String)>,
+    pool_reports: HashMap<String, String>,
+}
+
+fn key_of(service: &Service) -> ServiceKey {
+    ServiceKey {
+        namespace: service.namespace().unwrap_or_default(),
+        name: service.name_any(),
+    }
+}
+
+/// Whether ferrolb handles this Service: type LoadBalancer, and our class (or none).
+pub fn handled(service: &Service, lb_class: Option<&str>) -> bool {
+    let Some(spec) = &service.spec else {
+        return false;
+    };
+    spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == lb_class
+}
+
+/// The addresses a Service's status shows.
+pub fn status_ips(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the controller until its watches end.
+pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+    let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
+    let services = spawn_reflector::<Service>(
+        Api::all(client.clone()),
+        changes_tx.clone(),
+        |event_key, gone| match (event_key, gone) {
+            (Some(key), false) => Some(Change::Service(key)),
+            (Some(key), true) => Some(Change::ServiceGone(key)),
+            (None, _) => None,
+        },
+    );
+    let pools = spawn_reflector::<IPAddressPool>(
+        Api::namespaced(client.clone(), &config.namespace),
+        changes_tx.clone(),
+        |_, _| Some(Change::Pools),
+    );
+    let namespaces =
+        spawn_reflector::<Namespace>(Api::all(client.clone()), changes_tx.clone(), |key, _| {
+            key.map(|k| Change::Namespace(k.name))
+        });
+    for store in [
+        services.clone().wait_until_ready().await.is_ok(),
+        pools.clone().wait_until_ready().await.is_ok(),
+        namespaces.clone().wait_until_ready().await.is_ok(),
+    ] {
+        if !store {
+            anyhow::bail!("a watch ended before its initial list");
+        }
+    }
+    let reporter = Reporter {
+        controller: "ferrolb-controller".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let mut controller = Controller {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        config,
+        allocator: Allocator::new(),
+        services,
+        pools,
+        namespaces,
+        reported: HashMap::new(),
+        warned_legacy: BTreeSet::new(),
+        pool_reports: HashMap::new(),
+    };
+    controller.start().await;
+    let mut queue: VecDeque<ServiceKey> = VecDeque::new();
+    let mut queued: BTreeSet<ServiceKey> = BTreeSet::new();
+    let mut retry: BTreeMap<ServiceKey, u32> = BTreeMap::new();
+    loop {
+        // Take every change that is waiting, then work through the queue.
+        let mut pools_changed = false;
+        let first = if queue.is_empty() {
+            match changes.recv().await {
+                Some(change) => Some(change),
+                None => return Ok(()),
+            }
+        } else {
+            None
+        };
+        let mut batch: Vec<Change> = first.into_iter().collect();
+        while let Ok(change) = changes.try_recv() {
+            batch.push(change);
+        }
+        for change in batch {
+            match change {
+                Change::Service(key) => {
+                    if queued.insert(key.clone()) {
+                        queue.push_back(key);
+                    }
+                }
+                Change::ServiceGone(key) => {
+                    if controller.allocator.release(&key).is_some() {
+                        info!(service = %key, "released");
+                    }
+                    controller.reported.remove(&key);
+                    pools_changed = true;
+                }
+                Change::Pools => pools_changed = true,
+                Change::Namespace(namespace) => {
+                    for key in controller.waiting_in(Some(&namespace)) {
+                        if queued.insert(key.clone()) {
+                            queue.push_back(key);
+                        }
+                    }
+                }
+            }
+        }
+        if pools_changed {
+            controller.load_pools().await;
+            for key in controller.waiting_in(None) {
+                if queued.insert(key.clone()) {
+                    queue.push_back(key);
+                }
+            }
+        }
+        let mut touched_pools = pools_changed;
+        while let Some(key) = queue.pop_front() {
+            queued.remove(&key);
+            match controller.reconcile(&key).await {
+                Ok(changed) => {
+                    touched_pools |= changed;
+                    retry.remove(&key);
+                }
+                Err(e) => {
+                    let attempt = retry.entry(key.clone()).or_insert(0);
+                    *attempt += 1;
+                    warn!(service = %key, error = %e, attempt = *attempt, "reconcile failed, will retry");
+                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
+                    let tx = changes_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Change::Service(key));
+                    });
+                }
+            }
+        }
+        if touched_pools {
+            controller.report_pools().await;
+        }
+    }
+}
+
+/// Runs a reflector in the background, turning its events into queue changes.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    changes: mpsc::UnboundedSender<Change>,
+    to_change: impl Fn(Option<ServiceKey>, bool) -> Option<Change> + Send + 'static,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    warn!(error = %e, "watch error");
+                    continue;
+                }
+            };
+            let (object, gone) = match &event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (Some(o), false),
+                watcher::Event::Delete(o) => (Some(o), true),
+                watcher::Event::Init | watcher::Event::InitDone => (None, false),
+            };
+            let key = object.map(|o| ServiceKey {
+                namespace: o.meta().namespace.clone().unwrap_or_default(),
+                name: o.meta().name.clone().unwrap_or_default(),
+            });
+            if key.is_some()
+                && let Some(change) = to_change(key, gone)
+                && changes.send(change).is_err()
+            {
+                return;
+            }
+        }
+    });
+    reader
+}
+
+impl Controller {
+    fn patch_params(&self) -> PatchParams {
+        PatchParams {
+            field_manager: Some(self.config.field_manager.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Loads pools, restores every held address, then queues nothing: the initial list events
+    /// already queued every Service.
+    async fn start(&mut self) {
+        self.load_pools().await;
+        let mut restored = 0;
+        for service in self.services.state() {
+            if !handled(&service, self.config.lb_class.as_deref()) {
+                continue;
+            }
+            let ips = status_ips(&service);
+            if ips.is_empty() {
+                continue;
+            }
+            let key = key_of(&service);
+            let Ok((request, _)) =
+                ServiceRequest::from_service(&service, self.namespace_labels(&key.namespace))
+            else {
+                continue;
+            };
+            let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
+            match self.allocator.restore(&request, &ips, recorded.as_deref()) {
+                Ok(_) => {
+                    restored += 1;
+                    self.reported.insert(key, Reported::Allocated(ips));
+                }
+                Err(e) => warn!(service = %key, error = %e, "could not restore its addresses"),
+            }
+        }
+        info!(restored, "restored the addresses Services hold");
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .state()
+            .iter()
+            .find(|ns| ns.name_any() == namespace)
+            .map(|ns| ns.labels().clone())
+            .unwrap_or_default()
+    }
+
+    /// Handled Services without an address (in one namespace, or all).
+    fn waiting_in(&self, namespace: Option<&str>) -> Vec<ServiceKey> {
+        self.services
+            .state()
+            .iter()
+            .filter(|s| handled(s, self.config.lb_class.as_deref()))
+            .map(|s| key_of(s))
+            .filter(|k| namespace.is_none_or(|n| n == k.namespace))
+            .filter(|k| self.allocator.assignment(k).is_none())
+            .collect()
+    }
+
+    /// Reads every pool; valid ones go to the allocator, invalid ones are reported.
+    async fn load_pools(&mut self) {
+        let mut valid = Vec::new();
+        for resource in self.pools.state() {
+            match Pool::from_resource(&resource) {
+                Ok(pool) => valid.push(pool),
+                Err(e) => warn!(pool = %resource.name_any(), error = %e, "invalid pool, not used"),
+            }
+        }
+        self.allocator.set_pools(valid);
+    }
+
+    /// Brings one Service in line; true when pool counts may have changed.
+    async fn reconcile(&mut self, key: &ServiceKey) -> Result<bool, kube::Error> {
+        let service = self
+            .services
+            .state()
+            .into_iter()
+            .find(|s| key_of(s) == *key);
+        let Some(service) = service else {
+            return Ok(self.allocator.release(key).is_some());
+        };
+        if !handled(&service, self.config.lb_class.as_deref()) {
+            let released = self.allocator.release(key).is_some();
+            if released {
+                self.reported.remove(key);
+                // The addresses are no longer ours to announce: take them out of status.
+                if !status_ips(&service).is_empty() {
+                    self.write_ingress(&service, &[]).await?;
+                }
+            }
+            return Ok(released);
+        }
+        let request = ServiceRequest::from_service(&service, self.namespace_labels(&key.namespace));
+        let outcome = match request {
+            Ok((request, warnings)) => {
+                for RequestWarning::LegacyAnnotation(name) in warnings {
+                    if self.warned_legacy.insert((key.clone(), name.clone())) {
+                        let note =
+                            format!("annotation {name} is deprecated; use the metallb.io/ prefix");
+                        self.event(&service, EventType::Warning, "DeprecatedAnnotation", note)
+                            .await;
+                    }
+                }
+                self.allocator.allocate(&request).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(assignment) => {
+                self.apply_assignment(&service, &assignment).await?;
+                Ok(true)
+            }
+            Err(message) => {
+                if self.allocator.assignment(key).is_none() && !status_ips(&service).is_empty() {
+                    self.write_ingress(&service, &[]).await?;
+                }
+                if self.reported.get(key) != Some(&Reported::Failed(message.clone())) {
+                    warn!(service = %key, error = %message, "allocation failed");
+                    self.event(
+                        &service,
+                        EventType::Warning,
+                        "AllocationFailed",
+                        message.clone(),
+                    )
+                    .await;
+                    self.reported.insert(key.clone(), Reported::Failed(message));
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    async fn apply_assignment(
+        &mut self,
+        service: &Service,
+        assignment: &Assignment,
+    ) -> Result<(), kube::Error> {
+        let key = key_of(service);
+        if status_ips(service) != assignment.ips {
+            self.write_ingress(service, &assignment.ips).await?;
+        }
+        let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
+        if recorded != assignment.pool {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+            let patch =
+                json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: assignment.pool}}});
+            api.patch(&key.name, &self.patch_params(), &Patch::Merge(&patch))
+                .await?;
+        }
+        if self.reported.get(&key) != Some(&Reported::Allocated(assignment.ips.clone())) {
+            let ips: Vec<String> = assignment.ips.iter().map(ToString::to_string).collect();
+            info!(service = %key, ips = ?ips, pool = ?assignment.pool, "allocated");
+            let note = format!("Assigned IP [{}]", ips.join(", "));
+            self.event(service, EventType::Normal, "IPAllocated", note)
+                .await;
+            self.reported
+                .insert(key, Reported::Allocated(assignment.ips.clone()));
+        }
+        Ok(())
+    }
+
+    async fn write_ingress(&self, service: &Service, ips: &[IpAddr]) -> Result<(), kube::Error> {
+        let key = key_of(service);
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+        let ingress: Vec<serde_json::Value> = ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
+        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        api.patch_status(&key.name, &self.patch_params(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn event(&self, service: &Service, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &service.object_ref(&()))
+            .await
+        {
+            warn!(error = %e, reason, "could not record an Event");
+        }
+    }
+
+    /// Pool status: counts, and whether the pool is valid, on change only.
+    async fn report_pools(&mut self) {
+        let resources = self.pools.state();
+        let parsed: Vec<(String, Vec<ferrolb_crds::AddressRange>)> = resources
+            .iter()
+            .filter_map(|r| {
+                Pool::from_resource(r)
+                    .ok()
+                    .map(|p| (p.name.clone(), p.ranges))
+            })
+            .collect();
+        let overlaps = find_overlaps(parsed.iter().map(|(n, r)| (n.as_str(), r.as_slice())));
+        let orphaned = self.allocator.orphaned();
+        for resource in resources {
+            let name = resource.name_any();
+            let (valid, reason, message) = match Pool::from_resource(&resource) {
+                Err(e) => ("False", "InvalidAddresses", e.to_string()),
+                Ok(_) => {
+                    let mine: Vec<String> = overlaps
+                        .iter()
+                        .filter(|o| o.first_pool == name || o.second_pool == name)
+                        .map(|o| {
+                            format!(
+                                "{} overlaps {} on {}",
+                                o.first_pool, o.second_pool, o.shared
+                            )
+                        })
+                        .collect();
+                    if mine.is_empty() {
+                        (
+                            "True",
+                            "Valid",
+                            "addresses parse and overlap no other pool".to_string(),
+                        )
+                    } else {
+                        ("True", "Overlapping", mine.join("; "))
+                    }
+                }
+            };
+            let stats = self.allocator.stats(&name);
+            let report = format!("{valid}/{reason}/{message}/{stats:?}/{}", orphaned.len());
+            if self.pool_reports.get(&name) == Some(&report) {
+                continue;
+            }
+            let generation = resource.meta().generation;
+            let status = json!({"status": {
+                "assignedIPv4": stats.assigned_ipv4,
+                "assignedIPv6": stats.assigned_ipv6,
+                "availableIPv4": stats.available_ipv4,
+                "availableIPv6": stats.available_ipv6,
+                "conditions": [{
+                    "type": "Valid", "status": valid, "reason": reason, "message": message,
+                    "observedGeneration": generation,
+                    "lastTransitionTime": jiff_now(),
+                }]
+            }});
+            let api: Api<IPAddressPool> =
+                Api::namespaced(self.client.clone(), &self.config.namespace);
+            match api
+                .patch_status(&name, &self.patch_params(), &Patch::Merge(&status))
+                .await
+            {
+                Ok(_) => {
+                    self.pool_reports.insert(name, report);
+                }
+                Err(e) => warn!(pool = %name, error = %e, "could not write pool status"),
+            }
+        }
+    }
+}
+
+fn jiff_now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
