@@ -158,6 +158,11 @@ impl Allocator {
         self.pools.get(name).map(|s| &s.pool)
     }
 
+    /// Every Service holding addresses.
+    pub fn services(&self) -> Vec<ServiceKey> {
+        self.services.keys().cloned().collect()
+    }
+
     pub fn assignment(&self, key: &ServiceKey) -> Option<&Assignment> {
         self.services.get(key)
     }

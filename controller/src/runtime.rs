@@ -43,8 +43,20 @@ pub struct Config {
 enum Change {
     Service(ServiceKey),
     ServiceGone(ServiceKey),
+    /// The Service watch listed everything again (start, or after a 410): its store now holds
+    /// the new list, which may lack Services deleted while no watch was open.
+    ServicesRelisted,
     Pools,
     Namespace(String),
+}
+
+/// What a reflector saw, once its store reflects it.
+enum Seen {
+    Applied(ServiceKey),
+    Deleted(ServiceKey),
+    /// A complete list replaced the store (`InitDone`). Objects of a list are not in the store
+    /// before that, so they are not reported one by one.
+    Relisted,
 }
 
 /// What a Service was last told, so that Events are sent on transitions only.
@@ -104,21 +116,26 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
     let services = spawn_reflector::<Service>(
         Api::all(client.clone()),
         changes_tx.clone(),
-        |event_key, gone| match (event_key, gone) {
-            (Some(key), false) => Some(Change::Service(key)),
-            (Some(key), true) => Some(Change::ServiceGone(key)),
-            (None, _) => None,
+        |seen| match seen {
+            Seen::Applied(key) => Change::Service(key),
+            Seen::Deleted(key) => Change::ServiceGone(key),
+            Seen::Relisted => Change::ServicesRelisted,
         },
     );
     let pools = spawn_reflector::<IPAddressPool>(
         Api::namespaced(client.clone(), &config.namespace),
         changes_tx.clone(),
-        |_, _| Some(Change::Pools),
+        |_| Change::Pools,
     );
-    let namespaces =
-        spawn_reflector::<Namespace>(Api::all(client.clone()), changes_tx.clone(), |key, _| {
-            key.map(|k| Change::Namespace(k.name))
-        });
+    let namespaces = spawn_reflector::<Namespace>(
+        Api::all(client.clone()),
+        changes_tx.clone(),
+        |seen| match seen {
+            Seen::Applied(key) | Seen::Deleted(key) => Change::Namespace(key.name),
+            // Any namespace may have new labels: Services waiting anywhere are looked at again.
+            Seen::Relisted => Change::Pools,
+        },
+    );
     for store in [
         services.clone().wait_until_ready().await.is_ok(),
         pools.clone().wait_until_ready().await.is_ok(),
@@ -177,6 +194,30 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
                     controller.reported.remove(&key);
                     pools_changed = true;
                 }
+                Change::ServicesRelisted => {
+                    let present: BTreeSet<ServiceKey> = controller
+                        .services
+                        .state()
+                        .iter()
+                        .map(|s| key_of(s))
+                        .collect();
+                    for gone in controller
+                        .allocator
+                        .services()
+                        .into_iter()
+                        .filter(|k| !present.contains(k))
+                    {
+                        controller.allocator.release(&gone);
+                        controller.reported.remove(&gone);
+                        info!(service = %gone, "released (deleted while the watch was down)");
+                        pools_changed = true;
+                    }
+                    for key in present {
+                        if queued.insert(key.clone()) {
+                            queue.push_back(key);
+                        }
+                    }
+                }
                 Change::Pools => pools_changed = true,
                 Change::Namespace(namespace) => {
                     for key in controller.waiting_in(Some(&namespace)) {
@@ -226,7 +267,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
 fn spawn_reflector<K>(
     api: Api<K>,
     changes: mpsc::UnboundedSender<Change>,
-    to_change: impl Fn(Option<ServiceKey>, bool) -> Option<Change> + Send + 'static,
+    to_change: impl Fn(Seen) -> Change + Send + 'static,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -252,19 +293,17 @@ where
                     continue;
                 }
             };
-            let (object, gone) = match &event {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (Some(o), false),
-                watcher::Event::Delete(o) => (Some(o), true),
-                watcher::Event::Init | watcher::Event::InitDone => (None, false),
-            };
-            let key = object.map(|o| ServiceKey {
+            let key = |o: &K| ServiceKey {
                 namespace: o.meta().namespace.clone().unwrap_or_default(),
                 name: o.meta().name.clone().unwrap_or_default(),
-            });
-            if key.is_some()
-                && let Some(change) = to_change(key, gone)
-                && changes.send(change).is_err()
-            {
+            };
+            let seen = match &event {
+                watcher::Event::Apply(o) => Seen::Applied(key(o)),
+                watcher::Event::Delete(o) => Seen::Deleted(key(o)),
+                watcher::Event::InitDone => Seen::Relisted,
+                watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+            };
+            if changes.send(to_change(seen)).is_err() {
                 return;
             }
         }

@@ -4,184 +4,17 @@
 // Test code: a panic on unexpected input is the test failing, with its message.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use ferrolb_e2e::{
-    client_from_kubeconfig, create_all, folder_documents, kustomize_resources, repo_root,
-};
-use ferrolb_lab::apiserver::auth::UserInfo;
-use ferrolb_lab::apiserver::{ApiServer, RunningApiServer};
-use k8s_openapi::api::core::v1::Service;
+use common::*;
+use ferrolb_e2e::create_all;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::json;
-
-const ADMIN_TOKEN: &str = "admin-token";
-
-/// An emulated cluster with `config/` installed, and kubeconfigs for the admin and controller.
-struct Cluster {
-    // Kept alive for the test: dropping it stops the server.
-    _server: RunningApiServer,
-    dir: tempfile::TempDir,
-    admin: kube::Client,
-}
-
-impl Cluster {
-    async fn new() -> Self {
-        let server = ApiServer::new()
-            .start_tls("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        server
-            .server()
-            .identities()
-            .enable(ADMIN_TOKEN, UserInfo::admin());
-        let dir = tempfile::tempdir().unwrap();
-        server
-            .kubeconfig(ADMIN_TOKEN)
-            .write(&dir.path().join("admin"))
-            .unwrap();
-        server
-            .service_account_kubeconfig("metallb-system", "ferrolb-controller")
-            .write(&dir.path().join("controller"))
-            .unwrap();
-        let admin = client_from_kubeconfig(&dir.path().join("admin"))
-            .await
-            .unwrap();
-        create_all(
-            &admin,
-            kustomize_resources(&repo_root().join("config")).unwrap(),
-        )
-        .await
-        .unwrap();
-        Cluster {
-            _server: server,
-            dir,
-            admin,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    async fn apply_seed(&self) {
-        create_all(
-            &self.admin,
-            folder_documents(&repo_root().join("config/samples")).unwrap(),
-        )
-        .await
-        .unwrap();
-    }
-
-    async fn create_myapp(&self) {
-        let myapp = folder_documents(&repo_root().join("config/examples")).unwrap();
-        let myapp = myapp
-            .into_iter()
-            .find(|o| o["metadata"]["name"] == "myapp")
-            .unwrap();
-        create_all(&self.admin, vec![myapp]).await.unwrap();
-    }
-
-    fn services(&self) -> Api<Service> {
-        Api::namespaced(self.admin.clone(), "default")
-    }
-}
-
-/// The controller binary, killed when the test ends; its log lines arrive on a channel.
-struct ControllerProcess {
-    child: Child,
-    log: mpsc::Receiver<String>,
-}
-
-impl ControllerProcess {
-    fn start(kubeconfig: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, log) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        ControllerProcess { child, log }
-    }
-
-    /// Waits for a log line containing all of `needles`.
-    fn wait_for_log(&self, needles: &[&str]) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) => {
-                    if needles.iter().all(|n| line.contains(n)) {
-                        return line;
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!(
-                    "no log line with {needles:?}; the controller said:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for ControllerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ingress_ips(service: &Service) -> Vec<String> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
-        .unwrap_or_default()
-}
-
-async fn wait_for_ip(services: &Api<Service>, name: &str) -> Service {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let service = services.get(name).await.unwrap();
-        if !ingress_ips(&service).is_empty() {
-            return service;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name} never got an address"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn pool_api(client: &kube::Client) -> Api<DynamicObject> {
-    let resource = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool"),
-        "ipaddresspools",
-    );
-    Api::namespaced_with(client.clone(), "metallb-system", &resource)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_example_gets_its_external_ip() {
@@ -201,7 +34,7 @@ async fn the_seed_example_gets_its_external_ip() {
     assert_eq!(ingress.ip_mode.as_deref(), Some("VIP"));
 
     // The annotation, the Event and the pool's counts follow.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let service = cluster.services().get("myapp").await.unwrap();
         let annotated = service
@@ -293,5 +126,146 @@ async fn a_missing_verb_makes_the_controller_fail_visibly() {
     assert!(
         ingress_ips(&myapp).is_empty(),
         "published without the permission to: {myapp:?}"
+    );
+}
+
+/// Dropped watches, a compaction (410) and failing requests lose no Service.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_drops_and_api_errors_lose_nothing() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    create_all(&cluster.admin, vec![lb_service("a", json!({}))])
+        .await
+        .unwrap();
+    wait_for_ip(&api, "a").await;
+    cluster._server.server().faults().drop_watches();
+    create_all(&cluster.admin, vec![lb_service("b", json!({}))])
+        .await
+        .unwrap();
+    wait_for_ip(&api, "b").await;
+    cluster._server.server().store().compact();
+    cluster._server.server().faults().drop_watches();
+    create_all(&cluster.admin, vec![lb_service("c", json!({}))])
+        .await
+        .unwrap();
+    wait_for_ip(&api, "c").await;
+    // The next requests fail, whoever sends them; the test's own write may be among them.
+    cluster._server.server().faults().fail_next(6, 500);
+    loop {
+        match create_all(&cluster.admin, vec![lb_service("d", json!({}))]).await {
+            Ok(()) => break,
+            Err(e) if e.to_string().contains("500") || e.to_string().contains("injected") => {
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    wait_for_ip(&api, "d").await;
+    let all = addresses(&api).await;
+    let distinct: std::collections::BTreeSet<&Vec<String>> = all.values().collect();
+    assert_eq!(distinct.len(), 4, "{all:?}");
+}
+
+/// A pool that shrinks or disappears takes no address from its Services.
+#[tokio::test(flavor = "multi_thread")]
+async fn shrinking_or_deleting_a_pool_keeps_addresses() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    cluster.create_myapp().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "myapp").await),
+        ["192.168.117.100"]
+    );
+    let pools = pool_api(&cluster.admin);
+    let shrink = json!({"spec": {"addresses": ["192.168.117.105-192.168.117.110"]}});
+    pools
+        .patch(
+            "first-pool",
+            &Default::default(),
+            &kube::api::Patch::Merge(&shrink),
+        )
+        .await
+        .unwrap();
+    // The pool's status catches up: six free addresses, none assigned from it any more.
+    wait_until("the pool reports its new size", 60, || async {
+        pool_counts(&cluster, "first-pool").await == (Some(0), Some(6))
+    })
+    .await;
+    assert_eq!(
+        ingress_ips(&api.get("myapp").await.unwrap()),
+        ["192.168.117.100"]
+    );
+    pools
+        .delete("first-pool", &Default::default())
+        .await
+        .unwrap();
+    create_all(&cluster.admin, vec![lb_service("late", json!({}))])
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), "default");
+    wait_until("the new Service is refused with an Event", 60, || async {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=late"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("AllocationFailed"))
+    })
+    .await;
+    assert_eq!(
+        ingress_ips(&api.get("myapp").await.unwrap()),
+        ["192.168.117.100"]
+    );
+    assert!(ingress_ips(&api.get("late").await.unwrap()).is_empty());
+}
+
+/// Deleting a Service or making it a ClusterIP Service frees its address.
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_are_released_on_delete_and_type_change() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    create_all(
+        &cluster.admin,
+        vec![lb_service("one", json!({})), lb_service("two", json!({}))],
+    )
+    .await
+    .unwrap();
+    wait_for_ip(&api, "one").await;
+    wait_for_ip(&api, "two").await;
+    wait_until("two addresses are counted", 60, || async {
+        pool_counts(&cluster, "first-pool").await == (Some(2), Some(9))
+    })
+    .await;
+    api.delete("one", &Default::default()).await.unwrap();
+    let to_cluster_ip = json!({"spec": {"type": "ClusterIP"}});
+    api.patch(
+        "two",
+        &Default::default(),
+        &kube::api::Patch::Merge(&to_cluster_ip),
+    )
+    .await
+    .unwrap();
+    wait_until("both addresses are free", 60, || async {
+        pool_counts(&cluster, "first-pool").await == (Some(0), Some(11))
+    })
+    .await;
+    wait_until("two's status is cleared", 60, || async {
+        ingress_ips(&api.get("two").await.unwrap()).is_empty()
+    })
+    .await;
+    create_all(&cluster.admin, vec![lb_service("three", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "three").await),
+        ["192.168.117.100"]
     );
 }

@@ -1,0 +1,249 @@
+//! Shared by the controller's end-to-end tests: an emulated cluster with `config/` installed,
+//! and the controller binary running under its own service account.
+
+// Test code: a panic on unexpected input is the test failing, with its message. Each test
+// binary uses a different part of these helpers.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ferrolb_e2e::{
+    client_from_kubeconfig, create_all, folder_documents, kustomize_resources, repo_root,
+};
+use ferrolb_lab::apiserver::auth::UserInfo;
+use ferrolb_lab::apiserver::{ApiServer, RunningApiServer};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+use serde_json::json;
+
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// An emulated cluster with `config/` installed, and kubeconfigs for the admin and controller.
+pub struct Cluster {
+    // Kept alive for the test: dropping it stops the server.
+    pub _server: RunningApiServer,
+    pub dir: tempfile::TempDir,
+    pub admin: kube::Client,
+}
+
+impl Cluster {
+    pub async fn new() -> Self {
+        let server = ApiServer::new()
+            .start_tls("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        server
+            .server()
+            .identities()
+            .enable(ADMIN_TOKEN, UserInfo::admin());
+        let dir = tempfile::tempdir().unwrap();
+        server
+            .kubeconfig(ADMIN_TOKEN)
+            .write(&dir.path().join("admin"))
+            .unwrap();
+        server
+            .service_account_kubeconfig("metallb-system", "ferrolb-controller")
+            .write(&dir.path().join("controller"))
+            .unwrap();
+        let admin = client_from_kubeconfig(&dir.path().join("admin"))
+            .await
+            .unwrap();
+        create_all(
+            &admin,
+            kustomize_resources(&repo_root().join("config")).unwrap(),
+        )
+        .await
+        .unwrap();
+        Cluster {
+            _server: server,
+            dir,
+            admin,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn apply_seed(&self) {
+        create_all(
+            &self.admin,
+            folder_documents(&repo_root().join("config/samples")).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn create_myapp(&self) {
+        let myapp = folder_documents(&repo_root().join("config/examples")).unwrap();
+        let myapp = myapp
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == "myapp")
+            .unwrap();
+        create_all(&self.admin, vec![myapp]).await.unwrap();
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.admin.clone(), "default")
+    }
+}
+
+/// The controller binary, killed when the test ends; its log lines arrive on a channel, and
+/// all of them are printed if the test fails.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub log: mpsc::Receiver<String>,
+    history: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ControllerProcess {
+    pub fn start(kubeconfig: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = history.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        ControllerProcess {
+            child,
+            log,
+            history,
+        }
+    }
+
+    /// Waits for a log line containing all of `needles`.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    if needles.iter().all(|n| line.contains(n)) {
+                        return line;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!(
+                    "no log line with {needles:?}; the controller said:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let history = self
+                .history
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            eprintln!("---- ferrolb-controller log ----\n{}", history.join("\n"));
+        }
+    }
+}
+
+pub fn ingress_ips(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .map(|i| i.iter().filter_map(|x| x.ip.clone()).collect())
+        .unwrap_or_default()
+}
+
+pub async fn wait_for_ip(services: &Api<Service>, name: &str) -> Service {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let service = services.get(name).await.unwrap();
+        if !ingress_ips(&service).is_empty() {
+            return service;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never got an address"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn pool_api(client: &kube::Client) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("metallb.io", "v1beta1", "IPAddressPool"),
+        "ipaddresspools",
+    );
+    Api::namespaced_with(client.clone(), "metallb-system", &resource)
+}
+
+pub fn lb_service(name: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}
+    });
+    if let (Some(spec), Some(extra)) = (service["spec"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    service
+}
+
+/// Every handled Service's address, by name.
+pub async fn addresses(services: &Api<Service>) -> std::collections::BTreeMap<String, Vec<String>> {
+    services
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|s| s.spec.as_ref().and_then(|spec| spec.type_.as_deref()) == Some("LoadBalancer"))
+        .map(|s| (s.metadata.name.clone().unwrap(), ingress_ips(s)))
+        .collect()
+}
+
+pub async fn wait_until<F, Fut>(what: &str, seconds: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn pool_counts(cluster: &Cluster, pool: &str) -> (Option<i64>, Option<i64>) {
+    let pool = pool_api(&cluster.admin).get(pool).await.unwrap();
+    (
+        pool.data["status"]["assignedIPv4"].as_i64(),
+        pool.data["status"]["availableIPv4"].as_i64(),
+    )
+}
