@@ -62,6 +62,22 @@ pub enum AllocationError {
     Selector { pool: String, error: SelectorError },
 }
 
+impl AllocationError {
+    /// A short name for metrics and Event reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AllocationError::NoPool => "NoPool",
+            AllocationError::PoolNotFound(_) => "PoolNotFound",
+            AllocationError::Exhausted { .. } => "PoolExhausted",
+            AllocationError::NotInRequestedPool { .. } => "NotInRequestedPool",
+            AllocationError::NotInAnyPool(_) => "NotInAnyPool",
+            AllocationError::Avoided { .. } => "AvoidedAddress",
+            AllocationError::Sharing { .. } => "SharingConflict",
+            AllocationError::Selector { .. } => "InvalidSelector",
+        }
+    }
+}
+
 /// Counts a pool reports in its status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {

@@ -1,6 +1,9 @@
 //! ferrolb-controller: allocates external IPs from IPAddressPools to LoadBalancer Services.
 
 use clap::Parser;
+use std::sync::Arc;
+
+use ferrolb_controller::health::{self, Health};
 use ferrolb_controller::runtime::{Config, run};
 
 /// Allocates external IPs from IPAddressPools to Services of type LoadBalancer.
@@ -28,6 +31,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let health = Arc::new(Health::new());
+    let health_addr = health::parse_listen(&args.health_addr)?;
+    let server = tokio::spawn(health::serve(health_addr, health.clone()));
     let client = kube::Client::try_default().await?;
     let config = Config {
         namespace: args.namespace,
@@ -35,5 +41,12 @@ async fn main() -> anyhow::Result<()> {
         field_manager: "ferrolb-controller".into(),
     };
     tracing::info!(namespace = %config.namespace, lb_class = ?config.lb_class, "ferrolb-controller starting");
-    run(client, config).await
+    tokio::select! {
+        result = run(client, config, health) => result,
+        served = server => match served {
+            Ok(Ok(())) => anyhow::bail!("the health server stopped"),
+            Ok(Err(e)) => Err(e.context(format!("serving health and metrics on {health_addr}"))),
+            Err(e) => Err(e.into()),
+        },
+    }
 }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, Assignment};
+use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
 use crate::service_request::{ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest};
 
@@ -67,6 +68,7 @@ enum Reported {
 }
 
 struct Controller {
+    health: std::sync::Arc<Health>,
     client: Client,
     config: Config,
     allocator: Allocator,
@@ -111,7 +113,11 @@ pub fn status_ips(service: &Service) -> Vec<IpAddr> {
 }
 
 /// Runs the controller until its watches end.
-pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    config: Config,
+    health: std::sync::Arc<Health>,
+) -> anyhow::Result<()> {
     let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
     let services = spawn_reflector::<Service>(
         Api::all(client.clone()),
@@ -150,6 +156,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     let mut controller = Controller {
+        health: health.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         client,
         config,
@@ -162,6 +169,7 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         pool_reports: HashMap::new(),
     };
     controller.start().await;
+    health.set_ready();
     let mut queue: VecDeque<ServiceKey> = VecDeque::new();
     let mut queued: BTreeSet<ServiceKey> = BTreeSet::new();
     let mut retry: BTreeMap<ServiceKey, u32> = BTreeMap::new();
@@ -239,7 +247,13 @@ pub async fn run(client: Client, config: Config) -> anyhow::Result<()> {
         let mut touched_pools = pools_changed;
         while let Some(key) = queue.pop_front() {
             queued.remove(&key);
-            match controller.reconcile(&key).await {
+            let started = std::time::Instant::now();
+            let result = controller.reconcile(&key).await;
+            health
+                .metrics
+                .reconcile_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match result {
                 Ok(changed) => {
                     touched_pools |= changed;
                     retry.remove(&key);
@@ -415,21 +429,30 @@ impl Controller {
                             .await;
                     }
                 }
-                self.allocator.allocate(&request).map_err(|e| e.to_string())
+                self.allocator
+                    .allocate(&request)
+                    .map_err(|e| (e.reason(), e.to_string()))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(("InvalidRequest", e.to_string())),
         };
         match outcome {
             Ok(assignment) => {
                 self.apply_assignment(&service, &assignment).await?;
                 Ok(true)
             }
-            Err(message) => {
+            Err((reason, message)) => {
                 if self.allocator.assignment(key).is_none() && !status_ips(&service).is_empty() {
                     self.write_ingress(&service, &[]).await?;
                 }
                 if self.reported.get(key) != Some(&Reported::Failed(message.clone())) {
-                    warn!(service = %key, error = %message, "allocation failed");
+                    warn!(service = %key, reason, error = %message, "allocation failed");
+                    self.health
+                        .metrics
+                        .allocation_failures
+                        .get_or_create(&ReasonLabels {
+                            reason: reason.into(),
+                        })
+                        .inc();
                     self.event(
                         &service,
                         EventType::Warning,
@@ -464,6 +487,7 @@ impl Controller {
         if self.reported.get(&key) != Some(&Reported::Allocated(assignment.ips.clone())) {
             let ips: Vec<String> = assignment.ips.iter().map(ToString::to_string).collect();
             info!(service = %key, ips = ?ips, pool = ?assignment.pool, "allocated");
+            self.health.metrics.allocations.inc();
             let note = format!("Assigned IP [{}]", ips.join(", "));
             self.event(service, EventType::Normal, "IPAllocated", note)
                 .await;
@@ -543,6 +567,25 @@ impl Controller {
                 }
             };
             let stats = self.allocator.stats(&name);
+            for (family, assigned, available) in [
+                ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
+                ("IPv6", stats.assigned_ipv6, stats.available_ipv6),
+            ] {
+                let labels = PoolLabels {
+                    pool: name.clone(),
+                    family: family.into(),
+                };
+                self.health
+                    .metrics
+                    .addresses_in_use
+                    .get_or_create(&labels)
+                    .set(assigned);
+                self.health
+                    .metrics
+                    .addresses_total
+                    .get_or_create(&labels)
+                    .set(assigned.saturating_add(available));
+            }
             let report = format!("{valid}/{reason}/{message}/{stats:?}/{}", orphaned.len());
             if self.pool_reports.get(&name) == Some(&report) {
                 continue;

@@ -21,7 +21,8 @@ async fn the_seed_example_gets_its_external_ip() {
     let cluster = Cluster::new().await;
     cluster.apply_seed().await;
     cluster.create_myapp().await;
-    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let controller = ControllerProcess::start(&cluster.path("controller"));
+    let health = controller.health_address();
     let myapp = wait_for_ip(&cluster.services(), "myapp").await;
     assert_eq!(ingress_ips(&myapp), ["192.168.117.100"]);
     let ingress = &myapp
@@ -74,6 +75,32 @@ async fn the_seed_example_gets_its_external_ip() {
         "{:?}",
         recorded.items
     );
+
+    // Health and metrics.
+    let (metrics, ready, alive) = tokio::task::spawn_blocking(move || {
+        (
+            http_get(&health, "/metrics"),
+            http_get(&health, "/readyz"),
+            http_get(&health, "/healthz"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.0, 200);
+    assert_eq!(alive.0, 200);
+    assert_eq!(metrics.0, 200);
+    for expected in [
+        "ferrolb_controller_allocations_total 1",
+        "ferrolb_controller_pool_addresses_in_use{pool=\"first-pool\",family=\"IPv4\"} 1",
+        "ferrolb_controller_pool_addresses{pool=\"first-pool\",family=\"IPv4\"} 11",
+        "ferrolb_controller_reconcile_duration_seconds_count",
+    ] {
+        assert!(
+            metrics.1.contains(expected),
+            "{expected} not in:\n{}",
+            metrics.1
+        );
+    }
 
     // What a user sees: kubectl get svc with the EXTERNAL-IP.
     let admin = cluster.path("admin");

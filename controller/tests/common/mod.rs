@@ -106,6 +106,7 @@ impl ControllerProcess {
     pub fn start(kubeconfig: &Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
             .env("KUBECONFIG", kubeconfig)
+            .args(["--health-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
@@ -127,6 +128,17 @@ impl ControllerProcess {
             log,
             history,
         }
+    }
+
+    /// The address of the health and metrics server, from the controller's log.
+    pub fn health_address(&self) -> String {
+        let line = self.wait_for_log(&["serving health and metrics"]);
+        let start = line.find("addr=").expect("the line names the address") + "addr=".len();
+        line[start..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// Waits for a log line containing all of `needles`.
@@ -163,6 +175,29 @@ impl Drop for ControllerProcess {
             eprintln!("---- ferrolb-controller log ----\n{}", history.join("\n"));
         }
     }
+}
+
+/// A plain HTTP GET: status code and body.
+pub fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 pub fn ingress_ips(service: &Service) -> Vec<String> {

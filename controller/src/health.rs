@@ -1,0 +1,203 @@
+//! `/healthz`, `/readyz` and Prometheus `/metrics` for the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+    pub family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The controller's metrics.
+pub struct Metrics {
+    pub addresses_total: Family<PoolLabels, Gauge>,
+    pub addresses_in_use: Family<PoolLabels, Gauge>,
+    pub allocations: Counter,
+    pub allocation_failures: Family<ReasonLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub is_leader: Gauge,
+}
+
+/// Health and metrics, shared between the controller and its HTTP server.
+pub struct Health {
+    ready: AtomicBool,
+    registry: Registry,
+    pub metrics: Metrics,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    pub fn new() -> Self {
+        let metrics = Metrics {
+            addresses_total: Family::default(),
+            addresses_in_use: Family::default(),
+            allocations: Counter::default(),
+            allocation_failures: Family::default(),
+            reconcile_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
+            is_leader: Gauge::default(),
+        };
+        let mut registry = Registry::with_prefix("ferrolb_controller");
+        registry.register(
+            "pool_addresses",
+            "Addresses of a pool that can be handed out, by pool and family",
+            metrics.addresses_total.clone(),
+        );
+        registry.register(
+            "pool_addresses_in_use",
+            "Addresses of a pool held by Services, by pool and family",
+            metrics.addresses_in_use.clone(),
+        );
+        registry.register(
+            "allocations",
+            "Addresses given to Services (new assignments)",
+            metrics.allocations.clone(),
+        );
+        registry.register(
+            "allocation_failures",
+            "Services refused or left without an address, by reason",
+            metrics.allocation_failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to reconcile one Service, API writes included",
+            metrics.reconcile_seconds.clone(),
+        );
+        registry.register(
+            "is_leader",
+            "1 while this replica holds the leader Lease and acts",
+            metrics.is_leader.clone(),
+        );
+        Health {
+            ready: AtomicBool::new(false),
+            registry,
+            metrics,
+        }
+    }
+
+    /// Ready once the watches listed and held addresses were restored.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// Parses `:PORT` (every address) or `ADDR:PORT`.
+pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
+    let full = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    Ok(full.parse()?)
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|State(health): State<Arc<Health>>| async move {
+                if health.is_ready() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not synced yet")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|State(health): State<Arc<Health>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    health.encode(),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(health);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving health and metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_in_prometheus_text() {
+        let health = Health::new();
+        let labels = PoolLabels {
+            pool: "first-pool".into(),
+            family: "IPv4".into(),
+        };
+        health
+            .metrics
+            .addresses_in_use
+            .get_or_create(&labels)
+            .set(1);
+        health.metrics.allocations.inc();
+        let text = health.encode();
+        assert!(
+            text.contains(
+                "ferrolb_controller_pool_addresses_in_use{pool=\"first-pool\",family=\"IPv4\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrolb_controller_allocations_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("# EOF"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen(":7472").unwrap(),
+            "0.0.0.0:7472".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert!(parse_listen("nonsense").is_err());
+    }
+}
