@@ -6,6 +6,7 @@
 pub mod allocator;
 pub mod health;
 pub mod ip_set;
+pub mod leader;
 pub mod pool;
 pub mod runtime;
 pub mod service_request;

@@ -4,6 +4,7 @@ use clap::Parser;
 use std::sync::Arc;
 
 use ferrolb_controller::health::{self, Health};
+use ferrolb_controller::leader::{Elector, Timing};
 use ferrolb_controller::runtime::{Config, run};
 
 /// Allocates external IPs from IPAddressPools to Services of type LoadBalancer.
@@ -19,6 +20,31 @@ struct Args {
     /// Address serving /healthz, /readyz and /metrics (":PORT" listens on every address).
     #[arg(long, default_value = ":7472")]
     health_addr: String,
+    /// Elect one acting replica through a Lease; only turn this off for a single replica.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader Lease, in the pools' namespace.
+    #[arg(long, default_value = "ferrolb-controller")]
+    lease_name: String,
+    /// This replica's name in the Lease (the Deployment sets POD_NAME).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+async fn shutdown_requested() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }
 
 #[tokio::main]
@@ -41,12 +67,50 @@ async fn main() -> anyhow::Result<()> {
         field_manager: "ferrolb-controller".into(),
     };
     tracing::info!(namespace = %config.namespace, lb_class = ?config.lb_class, "ferrolb-controller starting");
-    tokio::select! {
-        result = run(client, config, health) => result,
+    let identity = args.identity.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        format!("ferrolb-controller-{}-{nanos}", std::process::id())
+    });
+    let mut elector = args.leader_elect.then(|| {
+        Elector::new(
+            kube::Api::namespaced(client.clone(), &config.namespace),
+            &args.lease_name,
+            &identity,
+            Timing::default(),
+        )
+    });
+    let act = async {
+        if let Some(elector) = elector.as_mut() {
+            // A standby replica is healthy and ready; it only waits for its turn.
+            health.set_ready();
+            elector.acquire().await;
+            health.metrics.is_leader.set(1);
+            tokio::select! {
+                result = run(client, config, health.clone()) => result,
+                lost = elector.keep() => {
+                    health.metrics.is_leader.set(0);
+                    // Another replica acts now, or may: stop before two act at once.
+                    Err(anyhow::anyhow!("lost leadership: {lost}"))
+                }
+            }
+        } else {
+            health.metrics.is_leader.set(1);
+            run(client, config, health.clone()).await
+        }
+    };
+    let result = tokio::select! {
+        result = act => result,
+        _ = shutdown_requested() => Ok(()),
         served = server => match served {
-            Ok(Ok(())) => anyhow::bail!("the health server stopped"),
+            Ok(Ok(())) => Err(anyhow::anyhow!("the health server stopped")),
             Ok(Err(e)) => Err(e.context(format!("serving health and metrics on {health_addr}"))),
             Err(e) => Err(e.into()),
         },
+    };
+    if let Some(elector) = &elector {
+        elector.release().await;
     }
+    result
 }

@@ -296,3 +296,70 @@ async fn addresses_are_released_on_delete_and_type_change() {
         ["192.168.117.100"]
     );
 }
+
+async fn lease_holder_is(cluster: &Cluster, identity: &str) -> bool {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.admin.clone(), "metallb-system");
+    let lease = leases.get_opt("ferrolb-controller").await.unwrap();
+    lease
+        .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+        .as_deref()
+        == Some(identity)
+}
+
+/// Of two replicas one acts; when it is killed the other takes over and keeps allocating, and a
+/// replica that stops gracefully hands over at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_replica_takes_over_from_a_dead_leader() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let first = ControllerProcess::start_named(&cluster.path("controller"), "replica-a");
+    let first = tokio::task::spawn_blocking(move || {
+        first.wait_for_log(&["became leader"]);
+        first
+    })
+    .await
+    .unwrap();
+    let second = ControllerProcess::start_named(&cluster.path("controller"), "replica-b");
+    create_all(&cluster.admin, vec![lb_service("before", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&cluster.services(), "before").await),
+        ["192.168.117.100"]
+    );
+    assert!(lease_holder_is(&cluster, "replica-a").await);
+
+    drop(first); // SIGKILL: no chance to release the Lease.
+    let second = tokio::task::spawn_blocking(move || {
+        second.wait_for_log(&["became leader"]);
+        second
+    })
+    .await
+    .unwrap();
+    assert!(lease_holder_is(&cluster, "replica-b").await);
+    create_all(&cluster.admin, vec![lb_service("after", json!({}))])
+        .await
+        .unwrap();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&cluster.services(), "after").await),
+        ["192.168.117.101"]
+    );
+
+    // SIGTERM: the leader releases the Lease on its way out, and a new replica takes it.
+    let pid = second.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let released =
+        tokio::task::spawn_blocking(move || second.wait_for_log(&["released the leader Lease"]))
+            .await
+            .unwrap();
+    assert!(released.contains("INFO"), "{released}");
+    let third = ControllerProcess::start_named(&cluster.path("controller"), "replica-c");
+    tokio::task::spawn_blocking(move || third.wait_for_log(&["became leader"]))
+        .await
+        .unwrap();
+    wait_until("replica-c holds the Lease", 60, || {
+        lease_holder_is(&cluster, "replica-c")
+    })
+    .await;
+}

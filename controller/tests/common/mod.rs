@@ -104,7 +104,13 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(kubeconfig: &Path) -> Self {
+        Self::start_named(kubeconfig, "controller-0")
+    }
+
+    /// Starts a replica with this name (its identity in the leader Lease).
+    pub fn start_named(kubeconfig: &Path, name: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+            .env("POD_NAME", name)
             .env("KUBECONFIG", kubeconfig)
             .args(["--health-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
