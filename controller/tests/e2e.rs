@@ -363,3 +363,123 @@ async fn a_second_replica_takes_over_from_a_dead_leader() {
     })
     .await;
 }
+
+fn pool_object(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec})
+}
+
+/// serviceAllocation picks pools by namespace labels and priority; autoAssign false pools wait
+/// for an explicit request.
+#[tokio::test(flavor = "multi_thread")]
+async fn selectors_priorities_and_explicit_requests() {
+    let cluster = Cluster::new().await;
+    create_all(&cluster.admin, vec![
+        pool_object("general", json!({"addresses": ["192.0.2.0/28"]})),
+        pool_object("team-low", json!({"addresses": ["198.51.100.0/28"],
+            "serviceAllocation": {"priority": 20, "namespaceSelectors": [{"matchLabels": {"team": "web"}}]}})),
+        pool_object("team-high", json!({"addresses": ["198.51.100.16/28"],
+            "serviceAllocation": {"priority": 10, "namespaceSelectors": [{"matchLabels": {"team": "web"}}]}})),
+        pool_object("manual", json!({"addresses": ["203.0.113.0/28"], "autoAssign": false})),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "labels": {"team": "web"}}}),
+    ]).await.unwrap();
+    let mut in_web = lb_service("site", json!({}));
+    in_web["metadata"]["namespace"] = json!("web");
+    let manual = {
+        let mut s = lb_service("manual", json!({}));
+        s["metadata"]["annotations"] = json!({"metallb.io/address-pool": "manual"});
+        s
+    };
+    let pinned = {
+        let mut s = lb_service("pinned", json!({}));
+        s["metadata"]["annotations"] =
+            json!({"metallb.universe.tf/loadBalancerIPs": "203.0.113.9"});
+        s
+    };
+    create_all(
+        &cluster.admin,
+        vec![in_web, lb_service("plain", json!({})), manual, pinned],
+    )
+    .await
+    .unwrap();
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let web: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(cluster.admin.clone(), "web");
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&web, "site").await),
+        ["198.51.100.16"],
+        "priority 10 first"
+    );
+    let api = cluster.services();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "plain").await),
+        ["192.0.2.0"]
+    );
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "manual").await),
+        ["203.0.113.0"]
+    );
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "pinned").await),
+        ["203.0.113.9"]
+    );
+    // The old annotation prefix works and is pointed out once.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), "default");
+    wait_until("a DeprecatedAnnotation warning", 60, || async {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=pinned"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("DeprecatedAnnotation")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+    })
+    .await;
+}
+
+/// allow-shared-ip: DNS over TCP and UDP on one address; dual-stack Services from one pool.
+#[tokio::test(flavor = "multi_thread")]
+async fn sharing_and_dual_stack() {
+    let cluster = Cluster::new().await;
+    create_all(
+        &cluster.admin,
+        vec![pool_object(
+            "dual",
+            json!({"addresses": ["192.0.2.10-192.0.2.20", "2001:db8::10-2001:db8::20"]}),
+        )],
+    )
+    .await
+    .unwrap();
+    let dns = |name: &str, protocol: &str| {
+        let mut s = lb_service(name, json!({"ports": [{"port": 53, "protocol": protocol}]}));
+        s["metadata"]["annotations"] = json!({"metallb.io/allow-shared-ip": "dns"});
+        s
+    };
+    create_all(
+        &cluster.admin,
+        vec![
+            dns("dns-tcp", "TCP"),
+            dns("dns-udp", "UDP"),
+            lb_service("both", json!({"ipFamilyPolicy": "RequireDualStack"})),
+        ],
+    )
+    .await
+    .unwrap();
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    let tcp = ingress_ips(&wait_for_ip(&api, "dns-tcp").await);
+    let udp = ingress_ips(&wait_for_ip(&api, "dns-udp").await);
+    assert_eq!(tcp, udp, "TCP/53 and UDP/53 share one address");
+    let both = ingress_ips(&wait_for_ip(&api, "both").await);
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(
+        both[0].parse::<std::net::Ipv4Addr>().is_ok()
+            && both[1].parse::<std::net::Ipv6Addr>().is_ok(),
+        "{both:?}"
+    );
+    assert_ne!(both[0], tcp[0]);
+}
