@@ -565,15 +565,48 @@ impl Allocator {
                 }
             }
         }
+        (stats.available_ipv4, stats.available_ipv6) = Self::available(state);
+        stats
+    }
+
+    /// Free addresses a pool may hand out, IPv4 and IPv6.
+    fn available(state: &PoolState) -> (i64, i64) {
         let clamp = |n: u128| i64::try_from(n).unwrap_or(i64::MAX);
         let mut free_v4 = state.free_v4.len();
         if state.pool.avoid_buggy_ips {
             free_v4 -= state.free_v4.count_with_residue(256, 0)
                 + state.free_v4.count_with_residue(256, 255);
         }
-        stats.available_ipv4 = clamp(free_v4);
-        stats.available_ipv6 = clamp(state.free_v6.len());
-        stats
+        (clamp(free_v4), clamp(state.free_v6.len()))
+    }
+
+    /// [`Self::stats`] of every pool, counting assignments in one pass.
+    pub fn all_stats(&self) -> HashMap<String, PoolStats> {
+        let mut all: HashMap<String, PoolStats> = self
+            .pools
+            .keys()
+            .map(|name| (name.clone(), PoolStats::default()))
+            .collect();
+        let mut counted = std::collections::HashSet::new();
+        for assignment in self.services.values() {
+            let Some(stats) = assignment.pool.as_ref().and_then(|p| all.get_mut(p)) else {
+                continue;
+            };
+            for ip in &assignment.ips {
+                if counted.insert(*ip) {
+                    match IpFamily::of(ip) {
+                        IpFamily::V4 => stats.assigned_ipv4 += 1,
+                        IpFamily::V6 => stats.assigned_ipv6 += 1,
+                    }
+                }
+            }
+        }
+        for (name, stats) in &mut all {
+            if let Some(state) = self.pools.get(name) {
+                (stats.available_ipv4, stats.available_ipv6) = Self::available(state);
+            }
+        }
+        all
     }
 
     /// Addresses held by Services but in no pool (the pool shrank or was deleted).

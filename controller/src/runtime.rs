@@ -16,7 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -173,12 +173,22 @@ pub async fn run(
     let mut queue: VecDeque<ServiceKey> = VecDeque::new();
     let mut queued: BTreeSet<ServiceKey> = BTreeSet::new();
     let mut retry: BTreeMap<ServiceKey, u32> = BTreeMap::new();
+    // Pool status is written at most every POOL_REPORT_INTERVAL: counts change with every
+    // Service, and recounting after each one would cost O(Services) per Service.
+    let mut pool_report_due: Option<tokio::time::Instant> = None;
     loop {
         // Take every change that is waiting, then work through the queue.
         let mut pools_changed = false;
         let first = if queue.is_empty() {
-            match changes.recv().await {
-                Some(change) => Some(change),
+            let received = match pool_report_due {
+                Some(due) => match tokio::time::timeout_at(due, changes.recv()).await {
+                    Ok(received) => received.map(Some),
+                    Err(_) => Some(None),
+                },
+                None => changes.recv().await.map(Some),
+            };
+            match received {
+                Some(change) => change,
                 None => return Ok(()),
             }
         } else {
@@ -271,11 +281,18 @@ pub async fn run(
                 }
             }
         }
-        if touched_pools {
+        if touched_pools && pool_report_due.is_none() {
+            pool_report_due = Some(tokio::time::Instant::now() + POOL_REPORT_INTERVAL);
+        }
+        if pool_report_due.is_some_and(|due| due <= tokio::time::Instant::now()) {
             controller.report_pools().await;
+            pool_report_due = None;
         }
     }
 }
+
+/// How often pool status is written at most.
+const POOL_REPORT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Runs a reflector in the background, turning its events into queue changes.
 fn spawn_reflector<K>(
@@ -399,12 +416,8 @@ impl Controller {
 
     /// Brings one Service in line; true when pool counts may have changed.
     async fn reconcile(&mut self, key: &ServiceKey) -> Result<bool, kube::Error> {
-        let service = self
-            .services
-            .state()
-            .into_iter()
-            .find(|s| key_of(s) == *key);
-        let Some(service) = service else {
+        let reference = ObjectRef::new(&key.name).within(&key.namespace);
+        let Some(service) = self.services.get(&reference).map(|s| (*s).clone()) else {
             return Ok(self.allocator.release(key).is_some());
         };
         if !handled(&service, self.config.lb_class.as_deref()) {
@@ -473,17 +486,27 @@ impl Controller {
         assignment: &Assignment,
     ) -> Result<(), kube::Error> {
         let key = key_of(service);
-        if status_ips(service) != assignment.ips {
-            self.write_ingress(service, &assignment.ips).await?;
-        }
-        let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
-        if recorded != assignment.pool {
-            let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-            let patch =
-                json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: assignment.pool}}});
-            api.patch(&key.name, &self.patch_params(), &Patch::Merge(&patch))
-                .await?;
-        }
+        // Status and annotation are independent writes: send them together.
+        let status = async {
+            if status_ips(service) != assignment.ips {
+                self.write_ingress(service, &assignment.ips).await?;
+            }
+            Ok::<(), kube::Error>(())
+        };
+        let annotation = async {
+            let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
+            if recorded != assignment.pool {
+                let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
+                let patch =
+                    json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: assignment.pool}}});
+                api.patch(&key.name, &self.patch_params(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Ok::<(), kube::Error>(())
+        };
+        let (status, annotation) = tokio::join!(status, annotation);
+        status?;
+        annotation?;
         if self.reported.get(&key) != Some(&Reported::Allocated(assignment.ips.clone())) {
             let ips: Vec<String> = assignment.ips.iter().map(ToString::to_string).collect();
             info!(service = %key, ips = ?ips, pool = ?assignment.pool, "allocated");
@@ -510,6 +533,8 @@ impl Controller {
         Ok(())
     }
 
+    /// Records an Event in the background: an Event that cannot be written is logged, and must
+    /// not hold up the addresses of the next Services.
     async fn event(&self, service: &Service, type_: EventType, reason: &str, note: String) {
         let event = Event {
             type_,
@@ -518,13 +543,14 @@ impl Controller {
             action: "Allocate".into(),
             secondary: None,
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &service.object_ref(&()))
-            .await
-        {
-            warn!(error = %e, reason, "could not record an Event");
-        }
+        let recorder = self.recorder.clone();
+        let reference = service.object_ref(&());
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                warn!(error = %e, reason, "could not record an Event");
+            }
+        });
     }
 
     /// Pool status: counts, and whether the pool is valid, on change only.
@@ -540,6 +566,7 @@ impl Controller {
             .collect();
         let overlaps = find_overlaps(parsed.iter().map(|(n, r)| (n.as_str(), r.as_slice())));
         let orphaned = self.allocator.orphaned();
+        let all_stats = self.allocator.all_stats();
         for resource in resources {
             let name = resource.name_any();
             let (valid, reason, message) = match Pool::from_resource(&resource) {
@@ -566,7 +593,7 @@ impl Controller {
                     }
                 }
             };
-            let stats = self.allocator.stats(&name);
+            let stats = all_stats.get(&name).copied().unwrap_or_default();
             for (family, assigned, available) in [
                 ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
                 ("IPv6", stats.assigned_ipv6, stats.available_ipv6),

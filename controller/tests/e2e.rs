@@ -62,19 +62,19 @@ async fn the_seed_example_gets_its_external_ip() {
     }
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(cluster.admin.clone(), "default");
-    let recorded = events
-        .list(&ListParams::default().fields("involvedObject.name=myapp"))
-        .await
-        .unwrap();
-    assert!(
-        recorded
+    wait_until("the IPAllocated Event is recorded", 60, || async {
+        events
+            .list(&ListParams::default().fields("involvedObject.name=myapp"))
+            .await
+            .unwrap()
             .items
             .iter()
-            .any(|e| e.reason.as_deref() == Some("IPAllocated")
-                && e.message.as_deref() == Some("Assigned IP [192.168.117.100]")),
-        "{:?}",
-        recorded.items
-    );
+            .any(|e| {
+                e.reason.as_deref() == Some("IPAllocated")
+                    && e.message.as_deref() == Some("Assigned IP [192.168.117.100]")
+            })
+    })
+    .await;
 
     // Health and metrics.
     let (metrics, ready, alive) = tokio::task::spawn_blocking(move || {

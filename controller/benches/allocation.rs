@@ -1,0 +1,174 @@
+//! Benchmark (not a test): how fast the controller gives addresses, and how much memory it
+//! takes, against the emulated API server under config/'s RBAC.
+//!
+//!   cargo bench -p ferrolb-controller --bench allocation [-- SERVICES]
+//!
+//! 1. SERVICES (default 10,000) LoadBalancer Services exist; the controller starts; time until
+//!    every one has an address in its status.
+//! 2. With the controller running, single Services are created one at a time; time from the
+//!    create call returning to the address being in status (20 samples).
+//! 3. The controller's peak RSS (VmHWM).
+
+// A benchmark: a panic is a failed run, with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::{client_from_kubeconfig, create_all, kustomize_resources, repo_root};
+use ferrolb_lab::apiserver::ApiServer;
+use ferrolb_lab::apiserver::auth::UserInfo;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default"},
+        // 10,000 node ports do not exist (30000-32767), in a real cluster either.
+        "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "selector": {"app": name},
+                 "allocateLoadBalancerNodePorts": false,
+                 "ports": [{"port": 80, "protocol": "TCP"}]}
+    }))
+    .unwrap()
+}
+
+fn has_address(service: &Service) -> bool {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_some_and(|i| !i.is_empty())
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::main]
+async fn main() {
+    let count: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let server = ApiServer::new()
+        .start_tls("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    server
+        .server()
+        .identities()
+        .enable("admin", UserInfo::admin());
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .kubeconfig("admin")
+        .write(&dir.path().join("admin"))
+        .unwrap();
+    server
+        .service_account_kubeconfig("metallb-system", "ferrolb-controller")
+        .write(&dir.path().join("controller"))
+        .unwrap();
+    let admin = client_from_kubeconfig(&dir.path().join("admin"))
+        .await
+        .unwrap();
+    create_all(
+        &admin,
+        kustomize_resources(&repo_root().join("config")).unwrap(),
+    )
+    .await
+    .unwrap();
+    create_all(
+        &admin,
+        vec![
+            json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "bench", "namespace": "metallb-system"},
+        "spec": {"addresses": ["2001:db8:1::/112"]}}),
+        ],
+    )
+    .await
+    .unwrap();
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let created = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let services = services.clone();
+            async move {
+                services
+                    .create(&PostParams::default(), &service(&format!("svc-{i:05}")))
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!(
+        "created {count} Services in {:.1} s",
+        created.elapsed().as_secs_f64()
+    );
+
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+        .env("KUBECONFIG", dir.path().join("controller"))
+        .env("RUST_LOG", "warn")
+        .args(["--health-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = controller.id();
+    let started = Instant::now();
+    loop {
+        let list = services.list(&ListParams::default()).await.unwrap();
+        if list.items.iter().filter(|s| has_address(s)).count() == count {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not done after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bulk = started.elapsed();
+
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let name = format!("single-{i}");
+        services
+            .create(&PostParams::default(), &service(&name))
+            .await
+            .unwrap();
+        let created = Instant::now();
+        loop {
+            if has_address(&services.get(&name).await.unwrap()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        latencies.push(created.elapsed());
+    }
+    latencies.sort();
+    let rss = peak_rss_kib(pid);
+    let _ = controller.kill();
+    let _ = controller.wait();
+    println!("services: {count}");
+    println!(
+        "all addressed after controller start: {:.2} s",
+        bulk.as_secs_f64()
+    );
+    println!(
+        "single Service, create to address in status: median {:.1} ms, worst {:.1} ms (20 samples)",
+        latencies[latencies.len() / 2].as_secs_f64() * 1000.0,
+        latencies[latencies.len() - 1].as_secs_f64() * 1000.0
+    );
+    match rss {
+        Some(kib) => println!("controller peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("controller peak RSS: unavailable"),
+    }
+}
