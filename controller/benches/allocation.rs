@@ -15,9 +15,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferrolb_e2e::{client_from_kubeconfig, create_all, kustomize_resources, repo_root};
-use ferrolb_lab::apiserver::ApiServer;
-use ferrolb_lab::apiserver::auth::UserInfo;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use ferrolb_e2e::create_all;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ListParams, PostParams};
@@ -58,32 +59,9 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
-    let server = ApiServer::new()
-        .start_tls("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    server
-        .server()
-        .identities()
-        .enable("admin", UserInfo::admin());
-    let dir = tempfile::tempdir().unwrap();
-    server
-        .kubeconfig("admin")
-        .write(&dir.path().join("admin"))
-        .unwrap();
-    server
-        .service_account_kubeconfig("metallb-system", "ferrolb-controller")
-        .write(&dir.path().join("controller"))
-        .unwrap();
-    let admin = client_from_kubeconfig(&dir.path().join("admin"))
-        .await
-        .unwrap();
-    create_all(
-        &admin,
-        kustomize_resources(&repo_root().join("config")).unwrap(),
-    )
-    .await
-    .unwrap();
+    // The same emulated cluster as the end-to-end tests: HTTPS, RBAC, config/ installed.
+    let cluster = common::Cluster::new().await;
+    let admin = cluster.admin.clone();
     create_all(
         &admin,
         vec![
@@ -115,7 +93,7 @@ async fn main() {
     );
 
     let mut controller = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
-        .env("KUBECONFIG", dir.path().join("controller"))
+        .env("KUBECONFIG", cluster.path("controller"))
         .env("RUST_LOG", "warn")
         .args(["--health-addr", "127.0.0.1:0"])
         .stdout(Stdio::null())

@@ -33,22 +33,9 @@ async fn cluster_with_config() -> RunningApiServer {
         .identities()
         .enable(ADMIN_TOKEN, UserInfo::admin());
     let admin = client(&server, ADMIN_TOKEN).await;
-    let discovery = kube::Discovery::new(admin.clone()).run().await.unwrap();
     let objects =
         ferrolb_e2e::kustomize_resources(&ferrolb_e2e::repo_root().join("config")).unwrap();
-    for object in objects {
-        let object: DynamicObject = serde_json::from_value(object).unwrap();
-        let gvk = kube::core::GroupVersionKind::try_from(object.types.as_ref().unwrap()).unwrap();
-        let (resource, capabilities) = discovery.resolve_gvk(&gvk).unwrap();
-        let api: Api<DynamicObject> =
-            match (capabilities.scope, object.metadata.namespace.as_deref()) {
-                (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                    Api::namespaced_with(admin.clone(), ns, &resource)
-                }
-                _ => Api::all_with(admin.clone(), &resource),
-            };
-        api.create(&PostParams::default(), &object).await.unwrap();
-    }
+    ferrolb_e2e::create_all(&admin, objects).await.unwrap();
     server
 }
 
