@@ -383,9 +383,7 @@ impl Controller {
 
     fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
         self.namespaces
-            .state()
-            .iter()
-            .find(|ns| ns.name_any() == namespace)
+            .get(&ObjectRef::new(namespace))
             .map(|ns| ns.labels().clone())
             .unwrap_or_default()
     }
@@ -555,21 +553,26 @@ impl Controller {
 
     /// Pool status: counts, and whether the pool is valid, on change only.
     async fn report_pools(&mut self) {
-        let resources = self.pools.state();
-        let parsed: Vec<(String, Vec<ferrolb_crds::AddressRange>)> = resources
-            .iter()
-            .filter_map(|r| {
-                Pool::from_resource(r)
-                    .ok()
-                    .map(|p| (p.name.clone(), p.ranges))
+        let parsed: Vec<_> = self
+            .pools
+            .state()
+            .into_iter()
+            .map(|resource| {
+                let pool = Pool::from_resource(&resource);
+                (resource, pool)
             })
             .collect();
-        let overlaps = find_overlaps(parsed.iter().map(|(n, r)| (n.as_str(), r.as_slice())));
+        let overlaps = find_overlaps(
+            parsed
+                .iter()
+                .filter_map(|(_, pool)| pool.as_ref().ok())
+                .map(|p| (p.name.as_str(), p.ranges.as_slice())),
+        );
         let orphaned = self.allocator.orphaned();
         let all_stats = self.allocator.all_stats();
-        for resource in resources {
+        for (resource, pool) in &parsed {
             let name = resource.name_any();
-            let (valid, reason, message) = match Pool::from_resource(&resource) {
+            let (valid, reason, message) = match pool {
                 Err(e) => ("False", "InvalidAddresses", e.to_string()),
                 Ok(_) => {
                     let mine: Vec<String> = overlaps

@@ -15,8 +15,8 @@ pub const MAX_ADDRESS_ENTRY_LENGTH: u64 = 100;
 /// Most entries in one pool. Bounds the cost kube-apiserver estimates for the per-entry rules.
 pub const MAX_ADDRESS_ENTRIES: u64 = 1024;
 
-pub const ADDRESS_SYNTAX_MESSAGE: &str = "must be a CIDR (192.168.10.0/24, 2001:db8::/120) or a \
-range of two addresses (192.168.10.10-192.168.10.20)";
+pub const ADDRESS_SYNTAX_MESSAGE: &str = "must be a CIDR (192.0.2.0/24, 2001:db8::/120) or a \
+range of two addresses (192.0.2.10-192.0.2.20)";
 pub const ADDRESS_FAMILY_MESSAGE: &str = "both ends of a range must be of the same IP family";
 pub const ADDRESS_ORDER_MESSAGE: &str = "the start of a range must not be after its end";
 

@@ -60,8 +60,8 @@ use crate::cel_rules;
 #[serde(rename_all = "camelCase")]
 pub struct IPAddressPoolSpec {
     /// A list of IP address ranges over which ferrolb has authority. Each entry is either a CIDR
-    /// prefix (192.168.10.0/24, 2001:db8::/120) or an explicit inclusive start-end range of one
-    /// family (192.168.10.10-192.168.10.20). All entries share the pool's settings.
+    /// prefix (192.0.2.0/24, 2001:db8::/120) or an explicit inclusive start-end range of one
+    /// family (192.0.2.10-192.0.2.20). All entries share the pool's settings.
     #[schemars(schema_with = "cel_rules::pool_addresses_schema")]
     pub addresses: Vec<String>,
 

@@ -1,7 +1,7 @@
 //! Parsing of `IPAddressPool.spec.addresses` entries.
 //!
-//! An entry is either a CIDR (`192.168.10.0/24`, `2001:db8::/64`) or an inclusive range
-//! (`192.168.10.0-192.168.10.255`). Both normalise to an [`AddressRange`], so the allocator
+//! An entry is either a CIDR (`192.0.2.0/24`, `2001:db8::/64`) or an inclusive range
+//! (`192.0.2.0-192.0.2.255`). Both normalise to an [`AddressRange`], so the allocator
 //! and overlap detection only ever deal with inclusive ranges.
 //!
 //! The accepted syntax follows MetalLB: a CIDR may have host bits set (they are masked, as Go's
@@ -214,8 +214,8 @@ fn parse_cidr(entry: &str) -> Result<AddressRange, AddressError> {
     };
     let Some((address, prefix)) = entry.split_once('/') else {
         return Err(invalid(
-            "an entry is a CIDR such as 192.168.10.0/24 or a range such as \
-             192.168.10.10-192.168.10.20; a single address is written as a /32 or /128"
+            "an entry is a CIDR such as 192.0.2.0/24 or a range such as \
+             192.0.2.10-192.0.2.20; a single address is written as a /32 or /128"
                 .to_string(),
         ));
     };

@@ -60,9 +60,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
             // kubectl sends credentials only over TLS, so an authenticating server serves HTTPS.
-            let mut addresses = vec![addr.ip(), std::net::IpAddr::from([127, 0, 0, 1])];
-            addresses.dedup();
-            let certificate = ferrolb_lab::apiserver::tls::generate(&addresses)?;
+            let certificate = ferrolb_lab::apiserver::tls::for_address(addr)?;
             let url = format!("https://{addr}");
             let server = ApiServer::new();
             server.identities().enable(&token, UserInfo::admin());
@@ -92,7 +90,9 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            server.serve_tls(listener, &certificate, shutdown).await?;
+            server
+                .serve_tls(listener, certificate.server_config.clone(), shutdown)
+                .await?;
         }
     }
     Ok(())

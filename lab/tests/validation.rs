@@ -16,31 +16,34 @@ use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
 /// (kind, plural, spec, the field error kube-apiserver reports)
-fn invalid_objects() -> Vec<(&'static str, &'static str, Value, &'static str)> {
+fn invalid_objects() -> Vec<(&'static str, &'static str, Value, String)> {
     vec![
         (
             "IPAddressPool",
             "ipaddresspools",
             json!({"addresses": ["192.0.2.20-192.0.2.10"]}),
-            "spec.addresses[0]: Invalid value: \"string\": the start of a range must not be after its end",
+            "spec.addresses[0]: Invalid value: \"string\": the start of a range must not be after its end".to_string(),
         ),
         (
             "IPAddressPool",
             "ipaddresspools",
             json!({"addresses": ["192.0.2.1-2001:db8::1"]}),
-            "spec.addresses[0]: Invalid value: \"string\": both ends of a range must be of the same IP family",
+            "spec.addresses[0]: Invalid value: \"string\": both ends of a range must be of the same IP family".to_string(),
         ),
         (
             "IPAddressPool",
             "ipaddresspools",
             json!({"addresses": ["192.0.2.0/33"]}),
-            "spec.addresses[0]: Invalid value: \"string\": must be a CIDR (192.168.10.0/24, 2001:db8::/120) or a range of two addresses (192.168.10.10-192.168.10.20)",
+            format!(
+                "spec.addresses[0]: Invalid value: \"string\": {}",
+                ferrolb_crds::cel_rules::ADDRESS_SYNTAX_MESSAGE
+            ),
         ),
         (
             "L2Advertisement",
             "l2advertisements",
             json!({"preferredNodeSelectors": [{"weight": 1000, "preference": {"matchLabels": {"a": "b"}}}]}),
-            "spec.preferredNodeSelectors[0].weight: Invalid value: 1000: spec.preferredNodeSelectors[0].weight in body should be less than or equal to 100",
+            "spec.preferredNodeSelectors[0].weight: Invalid value: 1000: spec.preferredNodeSelectors[0].weight in body should be less than or equal to 100".to_string(),
         ),
     ]
 }

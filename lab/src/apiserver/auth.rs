@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::resources::{Registry, StorageKey};
 use super::status::ApiError;
 use super::store::Store;
+use super::strings;
 
 /// Who a request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,15 +113,8 @@ impl Attributes<'_> {
     }
 }
 
-fn strings(value: &Value) -> Vec<&str> {
-    value
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
 fn rule_allows(rule: &Value, attributes: &Attributes<'_>) -> bool {
-    let matches = |list: Vec<&str>, wanted: &str| list.iter().any(|v| *v == "*" || *v == wanted);
+    let matches = |list: Vec<String>, wanted: &str| list.iter().any(|v| v == "*" || v == wanted);
     if !matches(strings(&rule["verbs"]), attributes.verb) {
         return false;
     }
@@ -129,9 +123,9 @@ fn rule_allows(rule: &Value, attributes: &Attributes<'_>) -> bool {
     }
     let wanted = attributes.resource_with_subresource();
     let resource_matches = strings(&rule["resources"]).iter().any(|r| {
-        *r == "*"
+        r == "*"
             || *r == wanted
-            || (attributes.subresource.is_none() && *r == attributes.resource)
+            || (attributes.subresource.is_none() && r == attributes.resource)
             || r.strip_prefix("*/")
                 .is_some_and(|sub| attributes.subresource == Some(sub))
             || (r.ends_with("/*")
@@ -142,7 +136,10 @@ fn rule_allows(rule: &Value, attributes: &Attributes<'_>) -> bool {
         return false;
     }
     let names = strings(&rule["resourceNames"]);
-    names.is_empty() || attributes.name.is_some_and(|n| names.contains(&n))
+    names.is_empty()
+        || attributes
+            .name
+            .is_some_and(|n| names.iter().any(|x| x == n))
 }
 
 fn subject_matches(subject: &Value, user: &UserInfo) -> bool {

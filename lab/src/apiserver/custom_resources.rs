@@ -48,20 +48,22 @@ fn is_crd_resource(resource: &ResourceType) -> bool {
 }
 
 /// After a write to any resource: keeps the served CRD resources in step with the stored CRDs.
-/// `object` is `None` when the object was removed for good.
-pub fn after_write(server: &ApiServer, resource: &ResourceType, object: Option<&Value>) {
+/// `removed` says the write took `object` out of storage.
+pub fn after_write(server: &ApiServer, resource: &ResourceType, object: &Value, removed: bool) {
     if !is_crd_resource(resource) {
         return;
     }
-    let Some(crd) = object else {
-        return;
-    };
-    let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if crd["metadata"].get("deletionTimestamp").is_some() {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if removed || object["metadata"].get("deletionTimestamp").is_some() {
         forget(server, &name);
         return;
     }
-    server.registry_mut().set_custom(&name, served_types(crd));
+    server
+        .registry_mut()
+        .set_custom(&name, served_types(object));
 }
 
 /// Stops serving a CRD's resources.

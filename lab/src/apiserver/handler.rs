@@ -28,6 +28,20 @@ use super::watch::{self, WatchRequest};
 /// Default and longest watch duration, as kube-apiserver's `--min-request-timeout` spreads them.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
+impl ResourceRequest {
+    /// A request on one named object, as the server's own controllers make them.
+    fn for_object(resource: Arc<ResourceType>, namespace: &str, name: &str, dry_run: bool) -> Self {
+        ResourceRequest {
+            namespace: resource.namespaced.then(|| namespace.to_string()),
+            resource,
+            name: Some(name.to_string()),
+            subresource: None,
+            strict_fields: false,
+            dry_run,
+        }
+    }
+}
+
 /// Where a request goes.
 enum Route {
     Version,
@@ -156,8 +170,7 @@ fn authorize(
         namespace: request.namespace.as_deref(),
         name: request.name.as_deref(),
     };
-    let registry = server.registry().clone();
-    if super::auth::authorize(server.store(), &registry, user, &attributes) {
+    if super::auth::authorize(server.store(), &server.registry(), user, &attributes) {
         Ok(())
     } else {
         tracing::info!(user = %user.name, verb = attributes.verb, resource = attributes.resource, "forbidden by RBAC");
@@ -744,14 +757,7 @@ pub fn delete_internal(
     name: &str,
     propagation: Propagation,
 ) -> Result<Value, ApiError> {
-    let request = ResourceRequest {
-        namespace: resource.namespaced.then(|| namespace.to_string()),
-        resource,
-        name: Some(name.to_string()),
-        subresource: None,
-        strict_fields: false,
-        dry_run: false,
-    };
+    let request = ResourceRequest::for_object(resource, namespace, name, false);
     delete(server, &request, name, propagation)
 }
 
@@ -764,14 +770,7 @@ pub fn update_internal(
     name: &str,
     change: impl FnOnce(&mut Value),
 ) -> Result<Option<Value>, ApiError> {
-    let request = ResourceRequest {
-        namespace: resource.namespaced.then(|| namespace.to_string()),
-        resource,
-        name: Some(name.to_string()),
-        subresource: None,
-        strict_fields: false,
-        dry_run: false,
-    };
+    let request = ResourceRequest::for_object(resource, namespace, name, false);
     let resource = &request.resource;
     let written = modify_view(server, &request, namespace, name, |current| {
         let Some(current) = current else {
@@ -974,14 +973,11 @@ fn create(
             server.service_allocations().release(&allocated);
         }
     })?;
-    let Written::Stored(stored) = written else {
+    if !matches!(written, Written::Stored(_)) {
         return Err(ApiError::internal("create stored nothing"));
-    };
-    if request.dry_run {
-        return Ok(stored);
     }
-    custom_resources::after_write(server, resource, Some(&stored));
-    Ok(stored)
+    finish_write(server, request, written)
+        .ok_or_else(|| ApiError::internal("create stored nothing"))
 }
 
 /// Fields of metadata a client cannot change.
@@ -1100,11 +1096,7 @@ fn finish_write(server: &ApiServer, request: &ResourceRequest, written: Written)
     if removed && is_core(resource, "services") {
         server.service_allocations().release(&object);
     }
-    if removed && resource.plural == "customresourcedefinitions" && resource.custom.is_none() {
-        custom_resources::forget(server, object["metadata"]["name"].as_str().unwrap_or(""));
-    } else {
-        custom_resources::after_write(server, resource, Some(&object));
-    }
+    custom_resources::after_write(server, resource, &object, removed);
     Some(object)
 }
 
@@ -1539,17 +1531,9 @@ fn delete_collection(
             .as_str()
             .unwrap_or("")
             .to_string();
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .map(ToString::to_string);
-        let item_request = ResourceRequest {
-            resource: resource.clone(),
-            namespace,
-            name: Some(name.clone()),
-            subresource: None,
-            strict_fields: false,
-            dry_run: request.dry_run,
-        };
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("");
+        let item_request =
+            ResourceRequest::for_object(resource.clone(), namespace, &name, request.dry_run);
         match delete(server, &item_request, &name, Propagation::Background) {
             Ok(gone) => deleted.push(list_item(resource, gone)),
             // Deleted meanwhile by someone else: nothing left to do.
@@ -1617,30 +1601,7 @@ fn delete(
         }
         Ok(Write::Put(next))
     })?;
-    let deleted_for_good = matches!(written, Written::Deleted(_));
-    let object = written_object(written).ok_or_else(|| ApiError::not_found(resource, name))?;
-    if request.dry_run {
-        return Ok(object);
-    }
-    if deleted_for_good && is_core(resource, "services") {
-        server.service_allocations().release(&object);
-    }
-    custom_resources::after_write(
-        server,
-        resource,
-        if deleted_for_good {
-            None
-        } else {
-            Some(&object)
-        },
-    );
-    if deleted_for_good
-        && resource.custom.is_none()
-        && resource.plural == "customresourcedefinitions"
-    {
-        custom_resources::forget(server, name);
-    }
-    Ok(object)
+    finish_write(server, request, written).ok_or_else(|| ApiError::not_found(resource, name))
 }
 
 #[cfg(test)]

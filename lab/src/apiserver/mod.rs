@@ -210,15 +210,16 @@ impl ApiServer {
             .await
     }
 
-    /// Serves HTTPS on `listener` with `certificate` until `shutdown` resolves.
+    /// Serves HTTPS on `listener` with a certificate's `tls` configuration until `shutdown`
+    /// resolves.
     pub async fn serve_tls(
         self,
         listener: TcpListener,
-        certificate: &tls::ServingCertificate,
+        tls: Arc<rustls::ServerConfig>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         self.start_controllers();
-        let acceptor = tokio_rustls::TlsAcceptor::from(certificate.server_config.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let app = axum::Router::new()
             .fallback(handler::handle)
             .with_state(self);
@@ -252,46 +253,36 @@ impl ApiServer {
     /// Starts serving on `addr` (port 0 picks a free one) in the background.
     pub async fn start(self, addr: SocketAddr) -> std::io::Result<RunningApiServer> {
         let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = self.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(e) = server.serve(listener, shutdown).await {
-                tracing::error!(error = %e, "emulated API server stopped");
-            }
-        });
-        Ok(RunningApiServer {
-            addr,
-            server: self,
-            stop: Some(stop),
-            task,
-            ca_pem: None,
-        })
+        self.spawn(listener, None)
     }
 
     /// Starts serving HTTPS on `addr` in the background, with a new CA that the kubeconfigs it
     /// hands out trust. Needed for kubectl to send credentials.
     pub async fn start_tls(self, addr: SocketAddr) -> anyhow::Result<RunningApiServer> {
         let listener = TcpListener::bind(addr).await?;
+        let certificate = tls::for_address(listener.local_addr()?)?;
+        Ok(self.spawn(listener, Some(certificate))?)
+    }
+
+    /// Serves `listener` in the background, over TLS with `certificate` if given.
+    fn spawn(
+        self,
+        listener: TcpListener,
+        certificate: Option<tls::ServingCertificate>,
+    ) -> std::io::Result<RunningApiServer> {
         let addr = listener.local_addr()?;
-        let mut addresses = vec![addr.ip(), std::net::IpAddr::from([127, 0, 0, 1])];
-        addresses.dedup();
-        let certificate = tls::generate(&addresses)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = self.clone();
-        let config = certificate.server_config.clone();
+        let tls = certificate.as_ref().map(|c| c.server_config.clone());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            let certificate = tls::ServingCertificate {
-                ca_pem: String::new(),
-                server_config: config,
+            let served = match tls {
+                Some(tls) => server.serve_tls(listener, tls, shutdown).await,
+                None => server.serve(listener, shutdown).await,
             };
-            if let Err(e) = server.serve_tls(listener, &certificate, shutdown).await {
+            if let Err(e) = served {
                 tracing::error!(error = %e, "emulated API server stopped");
             }
         });
@@ -300,7 +291,7 @@ impl ApiServer {
             server: self,
             stop: Some(stop),
             task,
-            ca_pem: Some(certificate.ca_pem),
+            ca_pem: certificate.map(|c| c.ca_pem),
         })
     }
 }
@@ -323,11 +314,6 @@ impl RunningApiServer {
             "http"
         };
         format!("{scheme}://{}", self.addr)
-    }
-
-    /// The CA that signed an HTTPS server's certificate.
-    pub fn ca_pem(&self) -> Option<&str> {
-        self.ca_pem.as_deref()
     }
 
     pub fn server(&self) -> &ApiServer {

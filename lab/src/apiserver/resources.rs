@@ -282,13 +282,6 @@ impl Registry {
             .cloned()
     }
 
-    pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
-        self.types
-            .iter()
-            .find(|t| t.api_version() == api_version && t.kind == kind)
-            .cloned()
-    }
-
     /// Served group versions, core first, then groups in the order they were added.
     pub fn group_versions(&self) -> Vec<(String, String)> {
         let mut seen: Vec<(String, String)> = Vec::new();

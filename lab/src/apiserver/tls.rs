@@ -15,6 +15,14 @@ pub struct ServingCertificate {
     pub server_config: Arc<rustls::ServerConfig>,
 }
 
+/// A certificate for a server listening on `addr`: valid for that address, 127.0.0.1 (where a
+/// forwarder may expose it) and `localhost`.
+pub fn for_address(addr: std::net::SocketAddr) -> anyhow::Result<ServingCertificate> {
+    let mut addresses = vec![addr.ip(), IpAddr::from([127, 0, 0, 1])];
+    addresses.dedup();
+    generate(&addresses)
+}
+
 /// A certificate for `localhost` and `addresses`, signed by a new CA.
 pub fn generate(addresses: &[IpAddr]) -> anyhow::Result<ServingCertificate> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;

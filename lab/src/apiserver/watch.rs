@@ -48,31 +48,32 @@ impl WatchRequest {
 
     /// The event a client of this watch sees for a change, if any: an object that leaves the
     /// selection is DELETED for this watch, one that enters it is ADDED. Objects are shown in the
-    /// watched API's form.
+    /// watched API's form (converted only for kinds stored in another form).
     fn event_for(&self, change: &Change) -> Option<(EventType, Arc<Value>)> {
-        let (event_type, object) = self.raw_event_for(change)?;
-        if super::conversion::converts(&self.resource) {
-            let shown = super::conversion::from_storage(&self.resource, (*object).clone());
-            return Some((event_type, Arc::new(shown)));
-        }
-        Some((event_type, object))
-    }
-
-    fn raw_event_for(&self, change: &Change) -> Option<(EventType, Arc<Value>)> {
-        let show = |o: &Value| super::conversion::from_storage(&self.resource, o.clone());
-        let now = self.selects(&show(&change.object));
+        let converts = super::conversion::converts(&self.resource);
+        let shown = |object: &Arc<Value>| {
+            if converts {
+                Arc::new(super::conversion::from_storage(
+                    &self.resource,
+                    (**object).clone(),
+                ))
+            } else {
+                object.clone()
+            }
+        };
+        let object = shown(&change.object);
+        let now = self.selects(&object);
         let before = change
             .previous
-            .as_deref()
-            .is_some_and(|p| self.selects(&show(p)));
-        match (change.event_type, before, now) {
-            (EventType::Deleted, true, _) => Some((EventType::Deleted, change.object.clone())),
-            (EventType::Deleted, false, _) => None,
-            (_, false, true) => Some((EventType::Added, change.object.clone())),
-            (_, true, true) => Some((change.event_type, change.object.clone())),
-            (_, true, false) => Some((EventType::Deleted, change.object.clone())),
-            (_, false, false) => None,
-        }
+            .as_ref()
+            .is_some_and(|p| self.selects(&shown(p)));
+        let event_type = match (change.event_type, before, now) {
+            (EventType::Deleted, true, _) | (_, true, false) => EventType::Deleted,
+            (EventType::Deleted, false, _) | (_, false, false) => return None,
+            (_, false, true) => EventType::Added,
+            (_, true, true) => change.event_type,
+        };
+        Some((event_type, object))
     }
 }
 
