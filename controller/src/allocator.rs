@@ -31,6 +31,24 @@ use crate::sharing::{Sharer, SharingConflict, can_share};
 pub struct Assignment {
     pub ips: Vec<IpAddr>,
     pub pool: Option<String>,
+    /// When no pool holds the addresses any more: the pool they came from (it shrank or was
+    /// deleted). They stay the Service's, and that pool reports them as orphaned.
+    pub former_pool: Option<String>,
+}
+
+impl Assignment {
+    fn from_pool(ips: Vec<IpAddr>, pool: Option<String>) -> Self {
+        Self {
+            ips,
+            pool,
+            former_pool: None,
+        }
+    }
+
+    /// The pool the addresses belong to, or came from.
+    pub fn origin_pool(&self) -> Option<&str> {
+        self.pool.as_deref().or(self.former_pool.as_deref())
+    }
 }
 
 /// Why a Service gets no address, or not the one it asked for.
@@ -160,11 +178,13 @@ impl Allocator {
         }
         let keys: Vec<ServiceKey> = self.services.keys().cloned().collect();
         for key in keys {
-            let pool = self
-                .services
-                .get(&key)
-                .and_then(|a| self.home_pool(&a.ips, a.pool.as_deref()));
+            let Some(held) = self.services.get(&key) else {
+                continue;
+            };
+            let origin = held.origin_pool().map(str::to_string);
+            let pool = self.home_pool(&held.ips, origin.as_deref());
             if let Some(assignment) = self.services.get_mut(&key) {
+                assignment.former_pool = if pool.is_none() { origin } else { None };
                 assignment.pool = pool;
             }
         }
@@ -268,9 +288,15 @@ impl Allocator {
         for ip in ips {
             self.hold(*ip, sharer.clone());
         }
+        let pool = self.home_pool(ips, recorded_pool);
         let assignment = Assignment {
             ips: ips.to_vec(),
-            pool: self.home_pool(ips, recorded_pool),
+            former_pool: if pool.is_none() {
+                recorded_pool.map(str::to_string)
+            } else {
+                None
+            },
+            pool,
         };
         self.services
             .insert(request.key.clone(), assignment.clone());
@@ -309,7 +335,7 @@ impl Allocator {
             return wanted == held;
         }
         if let Some(pool) = &request.pool
-            && existing.pool.as_ref() != Some(pool)
+            && existing.origin_pool() != Some(pool.as_str())
         {
             return false;
         }
@@ -421,10 +447,7 @@ impl Allocator {
         for ip in &request.requested_ips {
             self.hold(*ip, sharer.clone());
         }
-        let assignment = Assignment {
-            ips: request.requested_ips.clone(),
-            pool: pool_name,
-        };
+        let assignment = Assignment::from_pool(request.requested_ips.clone(), pool_name);
         self.services
             .insert(request.key.clone(), assignment.clone());
         Ok(assignment)
@@ -519,10 +542,7 @@ impl Allocator {
                     for ip in &ips {
                         self.hold(*ip, sharer.clone());
                     }
-                    let assignment = Assignment {
-                        ips,
-                        pool: Some(pool.clone()),
-                    };
+                    let assignment = Assignment::from_pool(ips, Some(pool.clone()));
                     self.services
                         .insert(request.key.clone(), assignment.clone());
                     return Ok(assignment);
@@ -607,6 +627,21 @@ impl Allocator {
             }
         }
         all
+    }
+
+    /// Addresses held by Services outside the pool they came from, by that pool.
+    pub fn orphaned_by_pool(&self) -> BTreeMap<String, Vec<(IpAddr, ServiceKey)>> {
+        let mut orphans: BTreeMap<String, Vec<(IpAddr, ServiceKey)>> = BTreeMap::new();
+        for (key, assignment) in &self.services {
+            if let Some(pool) = &assignment.former_pool {
+                let entry = orphans.entry(pool.clone()).or_default();
+                entry.extend(assignment.ips.iter().map(|ip| (*ip, key.clone())));
+            }
+        }
+        for entry in orphans.values_mut() {
+            entry.sort();
+        }
+        orphans
     }
 
     /// Addresses held by Services but in no pool (the pool shrank or was deleted).

@@ -384,9 +384,17 @@ fn held_addresses_survive_pool_shrink_and_deletion() {
     let kept = allocator.allocate(&myapp).unwrap();
     assert_eq!(kept.ips, first.ips, "never renumbered implicitly");
     assert_eq!(kept.pool, None);
+    assert_eq!(kept.former_pool.as_deref(), Some("first-pool"));
     assert_eq!(
         allocator.orphaned(),
         vec![(first.ips[0], vec![myapp.key.clone()])]
+    );
+    assert_eq!(
+        allocator.orphaned_by_pool(),
+        BTreeMap::from([(
+            "first-pool".to_string(),
+            vec![(first.ips[0], myapp.key.clone())]
+        )])
     );
     allocator.set_pools(vec![]);
     assert_eq!(allocator.allocate(&myapp).unwrap().ips, first.ips);
@@ -712,4 +720,46 @@ fn a_service_that_stops_sharing_moves_and_the_other_stays() {
         a.ips
     );
     assert_eq!(allocator.holders(a.ips[0]).len(), 1);
+}
+
+#[test]
+fn a_service_naming_a_shrunk_pool_keeps_its_address() {
+    let mut allocator = seeded();
+    let pinned = annotated("pinned", json!({"metallb.io/address-pool": "first-pool"}));
+    let first = allocator.allocate(&pinned).unwrap();
+    allocator.set_pools(vec![pool(
+        "first-pool",
+        json!({"addresses": ["192.168.117.105-192.168.117.110"]}),
+    )]);
+    let kept = allocator.allocate(&pinned).unwrap();
+    assert_eq!(
+        kept.ips, first.ips,
+        "the named pool shrank: the address stays"
+    );
+    assert_eq!(kept.origin_pool(), Some("first-pool"));
+    // The address comes back into the pool: it is the pool's again, no longer orphaned.
+    allocator.set_pools(vec![pool(
+        "first-pool",
+        json!({"addresses": ["192.168.117.100-192.168.117.110"]}),
+    )]);
+    let home = allocator.allocate(&pinned).unwrap();
+    assert_eq!(home.pool.as_deref(), Some("first-pool"));
+    assert_eq!(home.former_pool, None);
+    assert!(allocator.orphaned_by_pool().is_empty());
+}
+
+#[test]
+fn a_restored_address_outside_its_recorded_pool_is_reported_on_that_pool() {
+    let mut allocator = seeded();
+    let myapp = request("default", "myapp", json!({}));
+    let ip: IpAddr = "192.0.2.9".parse().unwrap();
+    let restored = allocator
+        .restore(&myapp, &[ip], Some("first-pool"))
+        .unwrap();
+    assert_eq!(restored.pool, None);
+    assert_eq!(restored.former_pool.as_deref(), Some("first-pool"));
+    assert_eq!(
+        allocator.orphaned_by_pool().get("first-pool"),
+        Some(&vec![(ip, myapp.key.clone())])
+    );
 }
