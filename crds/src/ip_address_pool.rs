@@ -144,9 +144,29 @@ pub struct IPAddressPoolStatus {
     #[serde(rename = "availableIPv6")]
     pub available_ipv6: i64,
 
-    /// Conditions of the pool: Valid (its addresses parse and do not overlap other pools) and
-    /// Ready (ferrolb allocates from it).
+    /// Addresses that Services got from this pool and still hold although the pool no longer
+    /// contains them (it shrank). ferrolb never renumbers a Service implicitly: each address
+    /// stays with its Services until they are changed or deleted.
+    #[serde(
+        rename = "orphanedAddresses",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub orphaned_addresses: Option<Vec<OrphanedAddress>>,
+
+    /// Conditions of the pool. Valid: its addresses parse (status False when they do not, and
+    /// the pool is not used); reason Overlapping when they overlap another pool's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Option<Vec<Condition>>,
+}
+
+/// An address held by Services outside the pool it came from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct OrphanedAddress {
+    /// The address.
+    pub address: String,
+
+    /// The Services holding it, as namespace/name.
+    pub services: Vec<String>,
 }

@@ -13,7 +13,7 @@ pub mod schema_validation;
 pub mod service_l2_status;
 
 pub use ip_address_pool::{
-    IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation,
+    IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, OrphanedAddress, ServiceAllocation,
 };
 pub use l2_advertisement::{
     L2Advertisement, L2AdvertisementDefinition, L2AdvertisementSpec, L2AdvertisementStatus,
