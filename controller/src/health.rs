@@ -33,6 +33,7 @@ pub struct Metrics {
     pub allocation_failures: Family<ReasonLabels, Counter>,
     pub reconcile_seconds: Histogram,
     pub is_leader: Gauge,
+    pub events_dropped: Counter,
 }
 
 /// Health and metrics, shared between the controller and its HTTP server.
@@ -57,6 +58,7 @@ impl Health {
             allocation_failures: Family::default(),
             reconcile_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             is_leader: Gauge::default(),
+            events_dropped: Counter::default(),
         };
         let mut registry = Registry::with_prefix("ferrolb_controller");
         registry.register(
@@ -88,6 +90,11 @@ impl Health {
             "is_leader",
             "1 while this replica holds the leader Lease and acts",
             metrics.is_leader.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Events not recorded: the queue was full or the API server refused them",
+            metrics.events_dropped.clone(),
         );
         Health {
             ready: AtomicBool::new(false),
