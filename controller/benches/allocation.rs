@@ -92,7 +92,18 @@ async fn main() {
         created.elapsed().as_secs_f64()
     );
 
-    let mut controller = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+    // FERROLB_BENCH_WRAPPER runs the controller under a profiler, e.g. "heaptrack -o /tmp/ht"
+    // (the RSS figure is then the wrapper's).
+    let wrapper: Vec<String> = std::env::var("FERROLB_BENCH_WRAPPER")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let binary = env!("CARGO_BIN_EXE_ferrolb-controller").to_string();
+    let (program, wrapper_args) = match wrapper.split_first() {
+        Some((program, args)) => (program.clone(), [args.to_vec(), vec![binary]].concat()),
+        None => (binary, Vec::new()),
+    };
+    let mut controller = Command::new(program)
+        .args(wrapper_args)
         .env("KUBECONFIG", cluster.path("controller"))
         .env("RUST_LOG", "warn")
         .args(["--health-addr", "127.0.0.1:0"])

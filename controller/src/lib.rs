@@ -4,10 +4,12 @@
 //! [`sharing`]) that know nothing of the API server, so that they are tested on their own.
 
 pub mod allocator;
+pub mod event_sink;
 pub mod health;
 pub mod ip_set;
 pub mod leader;
 pub mod pool;
 pub mod runtime;
+pub mod service_condition;
 pub mod service_request;
 pub mod sharing;

@@ -1,32 +1,45 @@
 //! The controller's I/O: watches Services, IPAddressPools and Namespaces, feeds the allocator,
-//! and writes the outcome back (Service status and annotation, pool status, Events).
+//! and writes the outcome back (Service status, condition and annotation, pool status, Events).
 //!
 //! Order matters and is explicit: every watch lists first, then every address Services already
 //! hold (their status) is restored into the allocator, and only then is anything allocated.
 //! Changes then go through one queue: a Service change is reconciled alone, a pool change
 //! re-reconciles only the Services still waiting for an address.
+//!
+//! Deciding is synchronous and one Service at a time (the allocator is the single source of
+//! truth); the API writes that carry a decision out run concurrently, at most one per Service.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferrolb_crds::IPAddressPool;
 use ferrolb_crds::pool_address::find_overlaps;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, Assignment};
+use crate::event_sink::{EventSink, PendingEvent, Reporter};
 use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
+use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState};
 use crate::service_request::{ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest};
+
+/// kubectl's copy of the applied manifest, in an annotation.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Services whose writes may be in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// What the controller serves.
 #[derive(Debug, Clone)]
@@ -60,23 +73,47 @@ enum Seen {
     Relisted,
 }
 
-/// What a Service was last told, so that Events are sent on transitions only.
-#[derive(Debug, Clone, PartialEq)]
-enum Reported {
-    Allocated(Vec<IpAddr>),
-    Failed(String),
+/// The API writes that carry out one decision about a Service, and what follows once they
+/// succeed.
+struct ServiceWrite {
+    key: ServiceKey,
+    /// Strategic merge patch of the status (ingress and/or ferrolb's condition).
+    status: Option<Value>,
+    /// Merge patch of the metadata (the pool annotation).
+    metadata: Option<Value>,
+    after: AfterWrite,
+}
+
+/// What the controller records once a Service's writes succeeded.
+struct AfterWrite {
+    /// The state the Service now shows (`None`: it is no longer ours).
+    state: Option<AllocationState>,
+    /// The Event announcing the new state, when it is a transition.
+    announce: Option<(ObjectReference, AllocationState)>,
+    /// Whether pool counts may have changed.
+    pools_touched: bool,
+}
+
+/// A write that is running.
+struct InFlight {
+    started: Instant,
+    after: AfterWrite,
+    /// The Service changed again meanwhile: decide again once this write is done.
+    changed_since: bool,
 }
 
 struct Controller {
-    health: std::sync::Arc<Health>,
+    health: Arc<Health>,
     client: Client,
     config: Config,
     allocator: Allocator,
     services: Store<Service>,
     pools: Store<IPAddressPool>,
     namespaces: Store<Namespace>,
-    recorder: Recorder,
-    reported: HashMap<ServiceKey, Reported>,
+    events: EventSink,
+    /// What each Service was last told (its condition), so that Events go out on transitions
+    /// only.
+    reported: HashMap<ServiceKey, AllocationState>,
     warned_legacy: BTreeSet<(ServiceKey, String)>,
     pool_reports: HashMap<String, String>,
 }
@@ -112,12 +149,14 @@ pub fn status_ips(service: &Service) -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
+fn ingress(ips: &[IpAddr]) -> Value {
+    ips.iter()
+        .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+        .collect()
+}
+
 /// Runs the controller until its watches end.
-pub async fn run(
-    client: Client,
-    config: Config,
-    health: std::sync::Arc<Health>,
-) -> anyhow::Result<()> {
+pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow::Result<()> {
     let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
     let services = spawn_reflector::<Service>(
         Api::all(client.clone()),
@@ -157,7 +196,11 @@ pub async fn run(
     };
     let mut controller = Controller {
         health: health.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventSink::spawn(
+            client.clone(),
+            reporter,
+            health.metrics.events_dropped.clone(),
+        ),
         client,
         config,
         allocator: Allocator::new(),
@@ -168,43 +211,91 @@ pub async fn run(
         warned_legacy: BTreeSet::new(),
         pool_reports: HashMap::new(),
     };
-    controller.start().await;
+    controller.start();
     health.set_ready();
     let mut queue: VecDeque<ServiceKey> = VecDeque::new();
-    let mut queued: BTreeSet<ServiceKey> = BTreeSet::new();
-    let mut retry: BTreeMap<ServiceKey, u32> = BTreeMap::new();
+    let mut queued: HashSet<ServiceKey> = HashSet::new();
+    let mut retry: HashMap<ServiceKey, u32> = HashMap::new();
+    let mut in_flight: HashMap<ServiceKey, InFlight> = HashMap::new();
+    let mut writes: JoinSet<(ServiceKey, Result<(), kube::Error>)> = JoinSet::new();
     // Pool status is written at most every POOL_REPORT_INTERVAL: counts change with every
     // Service, and recounting after each one would cost O(Services) per Service.
     let mut pool_report_due: Option<tokio::time::Instant> = None;
     loop {
-        // Take every change that is waiting, then work through the queue.
-        let mut pools_changed = false;
-        let first = if queue.is_empty() {
-            let received = match pool_report_due {
-                Some(due) => match tokio::time::timeout_at(due, changes.recv()).await {
-                    Ok(received) => received.map(Some),
-                    Err(_) => Some(None),
-                },
-                None => changes.recv().await.map(Some),
+        let mut received = Vec::new();
+        let mut finished = Vec::new();
+        let can_start = !queue.is_empty() && writes.len() < WRITES_IN_FLIGHT;
+        if !can_start {
+            let report_due = async {
+                match pool_report_due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
             };
-            match received {
-                Some(change) => change,
-                None => return Ok(()),
+            tokio::select! {
+                Some(done) = writes.join_next(), if !writes.is_empty() => finished.push(done),
+                change = changes.recv() => match change {
+                    Some(change) => received.push(change),
+                    None => return Ok(()),
+                },
+                () = report_due => {}
             }
-        } else {
-            None
-        };
-        let mut batch: Vec<Change> = first.into_iter().collect();
-        while let Ok(change) = changes.try_recv() {
-            batch.push(change);
         }
-        for change in batch {
-            match change {
-                Change::Service(key) => {
-                    if queued.insert(key.clone()) {
-                        queue.push_back(key);
+        while let Some(done) = writes.try_join_next() {
+            finished.push(done);
+        }
+        while let Ok(change) = changes.try_recv() {
+            received.push(change);
+        }
+        let mut touched_pools = false;
+        let mut enqueue = |key: ServiceKey, queue: &mut VecDeque<ServiceKey>| {
+            if queued.insert(key.clone()) {
+                queue.push_back(key);
+            }
+        };
+        for done in finished {
+            let (key, result) = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    // A write task cannot panic by design; if it did, its Service is decided
+                    // again on its next change or resync.
+                    warn!(error = %e, "a write task failed");
+                    continue;
+                }
+            };
+            let Some(flight) = in_flight.remove(&key) else {
+                continue;
+            };
+            health
+                .metrics
+                .reconcile_seconds
+                .observe(flight.started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    retry.remove(&key);
+                    touched_pools |= flight.after.pools_touched;
+                    controller.record(&key, flight.after);
+                    if flight.changed_since {
+                        enqueue(key, &mut queue);
                     }
                 }
+                Err(e) => {
+                    let attempt = retry.entry(key.clone()).or_insert(0);
+                    *attempt += 1;
+                    warn!(service = %key, error = %e, attempt = *attempt, "reconcile failed, will retry");
+                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
+                    let tx = changes_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Change::Service(key));
+                    });
+                }
+            }
+        }
+        let mut pools_changed = false;
+        for change in received {
+            match change {
+                Change::Service(key) => enqueue(key, &mut queue),
                 Change::ServiceGone(key) => {
                     if controller.allocator.release(&key).is_some() {
                         info!(service = %key, "released");
@@ -231,55 +322,89 @@ pub async fn run(
                         pools_changed = true;
                     }
                     for key in present {
-                        if queued.insert(key.clone()) {
-                            queue.push_back(key);
-                        }
+                        enqueue(key, &mut queue);
                     }
                 }
                 Change::Pools => pools_changed = true,
                 Change::Namespace(namespace) => {
                     for key in controller.waiting_in(Some(&namespace)) {
-                        if queued.insert(key.clone()) {
-                            queue.push_back(key);
-                        }
+                        enqueue(key, &mut queue);
                     }
                 }
             }
         }
         if pools_changed {
-            controller.load_pools().await;
+            controller.load_pools();
+            touched_pools = true;
+            // Services waiting for an address may now get one; Services holding addresses
+            // may now be inside or outside a pool, which their condition says.
             for key in controller.waiting_in(None) {
-                if queued.insert(key.clone()) {
-                    queue.push_back(key);
+                enqueue(key, &mut queue);
+            }
+            for key in controller.allocator.services() {
+                let home_changed = controller.allocator.assignment(&key).is_some_and(|a| {
+                    controller.reported.get(&key) != Some(&AllocationState::allocated(a))
+                });
+                if home_changed {
+                    enqueue(key, &mut queue);
                 }
             }
         }
-        let mut touched_pools = pools_changed;
-        while let Some(key) = queue.pop_front() {
+        while writes.len() < WRITES_IN_FLIGHT {
+            let Some(key) = queue.pop_front() else {
+                break;
+            };
             queued.remove(&key);
-            let started = std::time::Instant::now();
-            let result = controller.reconcile(&key).await;
-            health
-                .metrics
-                .reconcile_seconds
-                .observe(started.elapsed().as_secs_f64());
-            match result {
-                Ok(changed) => {
-                    touched_pools |= changed;
-                    retry.remove(&key);
-                }
-                Err(e) => {
-                    let attempt = retry.entry(key.clone()).or_insert(0);
-                    *attempt += 1;
-                    warn!(service = %key, error = %e, attempt = *attempt, "reconcile failed, will retry");
-                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
-                    let tx = changes_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Change::Service(key));
-                    });
-                }
+            if let Some(flight) = in_flight.get_mut(&key) {
+                flight.changed_since = true;
+                continue;
             }
+            let started = Instant::now();
+            let Some(write) = controller.decide(&key) else {
+                continue;
+            };
+            if write.status.is_none() && write.metadata.is_none() {
+                touched_pools |= write.after.pools_touched;
+                controller.record(&key, write.after);
+                health
+                    .metrics
+                    .reconcile_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                continue;
+            }
+            let ServiceWrite {
+                key,
+                status,
+                metadata,
+                after,
+            } = write;
+            in_flight.insert(
+                key.clone(),
+                InFlight {
+                    started,
+                    after,
+                    changed_since: false,
+                },
+            );
+            let api: Api<Service> = Api::namespaced(controller.client.clone(), &key.namespace);
+            let params = controller.patch_params();
+            writes.spawn(async move {
+                let status = async {
+                    if let Some(patch) = &status {
+                        api.patch_status(&key.name, &params, &Patch::Strategic(patch))
+                            .await?;
+                    }
+                    Ok::<(), kube::Error>(())
+                };
+                let metadata = async {
+                    if let Some(patch) = &metadata {
+                        api.patch(&key.name, &params, &Patch::Merge(patch)).await?;
+                    }
+                    Ok::<(), kube::Error>(())
+                };
+                let (status, metadata) = tokio::join!(status, metadata);
+                (key, status.and(metadata))
+            });
         }
         if touched_pools && pool_report_due.is_none() {
             pool_report_due = Some(tokio::time::Instant::now() + POOL_REPORT_INTERVAL);
@@ -312,7 +437,17 @@ where
     let (reader, writer) = reflector::store::<K>();
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            // What the controller never reads is not kept: with 10,000 Services, managedFields
+            // and kubectl's last-applied copy are most of each cached object.
+            .modify(|object| {
+                let meta = object.meta_mut();
+                meta.managed_fields = None;
+                if let Some(annotations) = meta.annotations.as_mut() {
+                    annotations.remove(LAST_APPLIED);
+                }
+            }),
     );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -350,10 +485,10 @@ impl Controller {
         }
     }
 
-    /// Loads pools, restores every held address, then queues nothing: the initial list events
+    /// Loads pools and restores every held address. Nothing is queued here: the initial list
     /// already queued every Service.
-    async fn start(&mut self) {
-        self.load_pools().await;
+    fn start(&mut self) {
+        self.load_pools();
         let mut restored = 0;
         for service in self.services.state() {
             if !handled(&service, self.config.lb_class.as_deref()) {
@@ -371,9 +506,15 @@ impl Controller {
             };
             let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
             match self.allocator.restore(&request, &ips, recorded.as_deref()) {
-                Ok(_) => {
+                Ok(assignment) => {
                     restored += 1;
-                    self.reported.insert(key, Reported::Allocated(ips));
+                    // What the Service was told before the restart: no Event again for it.
+                    let state = service_condition::current(&service)
+                        .filter(|c| c.status == "True")
+                        .map(|_| AllocationState::allocated(&assignment));
+                    if let Some(state) = state {
+                        self.reported.insert(key, state);
+                    }
                 }
                 Err(e) => warn!(service = %key, error = %e, "could not restore its addresses"),
             }
@@ -401,7 +542,7 @@ impl Controller {
     }
 
     /// Reads every pool; valid ones go to the allocator, invalid ones are reported.
-    async fn load_pools(&mut self) {
+    fn load_pools(&mut self) {
         let mut valid = Vec::new();
         for resource in self.pools.state() {
             match Pool::from_resource(&resource) {
@@ -412,32 +553,41 @@ impl Controller {
         self.allocator.set_pools(valid);
     }
 
-    /// Brings one Service in line; true when pool counts may have changed.
-    async fn reconcile(&mut self, key: &ServiceKey) -> Result<bool, kube::Error> {
+    /// Decides what one Service should hold and show, updating the allocator; returns the
+    /// writes that make the Service show it (`None`: nothing to do).
+    fn decide(&mut self, key: &ServiceKey) -> Option<ServiceWrite> {
         let reference = ObjectRef::new(&key.name).within(&key.namespace);
-        let Some(service) = self.services.get(&reference).map(|s| (*s).clone()) else {
-            return Ok(self.allocator.release(key).is_some());
+        let Some(service) = self.services.get(&reference) else {
+            let released = self.allocator.release(key).is_some();
+            self.reported.remove(key);
+            return released.then(|| ServiceWrite {
+                key: key.clone(),
+                status: None,
+                metadata: None,
+                after: AfterWrite {
+                    state: None,
+                    announce: None,
+                    pools_touched: true,
+                },
+            });
         };
         if !handled(&service, self.config.lb_class.as_deref()) {
-            let released = self.allocator.release(key).is_some();
-            if released {
-                self.reported.remove(key);
-                // The addresses are no longer ours to announce: take them out of status.
-                if !status_ips(&service).is_empty() {
-                    self.write_ingress(&service, &[]).await?;
-                }
-            }
-            return Ok(released);
+            return self.let_go(key, &service);
         }
         let request = ServiceRequest::from_service(&service, self.namespace_labels(&key.namespace));
         let outcome = match request {
             Ok((request, warnings)) => {
                 for RequestWarning::LegacyAnnotation(name) in warnings {
                     if self.warned_legacy.insert((key.clone(), name.clone())) {
-                        let note =
-                            format!("annotation {name} is deprecated; use the metallb.io/ prefix");
-                        self.event(&service, EventType::Warning, "DeprecatedAnnotation", note)
-                            .await;
+                        self.events.record(PendingEvent {
+                            regarding: service.object_ref(&()),
+                            warning: true,
+                            reason: "DeprecatedAnnotation".into(),
+                            note: format!(
+                                "annotation {name} is deprecated; use the metallb.io/ prefix"
+                            ),
+                            action: "Allocate".into(),
+                        });
                     }
                 }
                 self.allocator
@@ -446,109 +596,121 @@ impl Controller {
             }
             Err(e) => Err(("InvalidRequest", e.to_string())),
         };
-        match outcome {
-            Ok(assignment) => {
-                self.apply_assignment(&service, &assignment).await?;
-                Ok(true)
-            }
+        let (state, ips, pool_annotation) = match &outcome {
+            Ok(assignment) => (
+                AllocationState::allocated(assignment),
+                assignment.ips.clone(),
+                Some(assignment.origin_pool().map(str::to_string)),
+            ),
             Err((reason, message)) => {
-                if self.allocator.assignment(key).is_none() && !status_ips(&service).is_empty() {
-                    self.write_ingress(&service, &[]).await?;
+                // A refused change leaves what the Service held, if anything, in place.
+                let held = self
+                    .allocator
+                    .assignment(key)
+                    .map(|a: &Assignment| a.ips.clone())
+                    .unwrap_or_default();
+                (
+                    AllocationState::refused(reason, message.clone()),
+                    held,
+                    None,
+                )
+            }
+        };
+        let mut status = serde_json::Map::new();
+        if status_ips(&service) != ips {
+            status.insert("loadBalancer".into(), json!({"ingress": ingress(&ips)}));
+        }
+        let shown = service_condition::current(&service);
+        if !shown.is_some_and(|c| state.is_shown_by(c)) {
+            let condition = state.condition(
+                service.metadata.generation,
+                shown,
+                Time(k8s_openapi::jiff::Timestamp::now()),
+            );
+            status.insert("conditions".into(), json!([condition]));
+        }
+        let metadata = pool_annotation
+            .filter(|pool| service.annotations().get(ALLOCATED_FROM_POOL) != pool.as_ref())
+            .map(|pool| json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}}));
+        let announce = (self.reported.get(key) != Some(&state))
+            .then(|| (service.object_ref(&()), state.clone()));
+        Some(ServiceWrite {
+            key: key.clone(),
+            status: (!status.is_empty()).then(|| json!({"status": status})),
+            metadata,
+            after: AfterWrite {
+                state: Some(state),
+                announce,
+                pools_touched: true,
+            },
+        })
+    }
+
+    /// A Service ferrolb no longer handles (another type or class): its addresses go back, and
+    /// ferrolb's traces leave its status.
+    fn let_go(&mut self, key: &ServiceKey, service: &Service) -> Option<ServiceWrite> {
+        let released = self.allocator.release(key).is_some();
+        let mut status = serde_json::Map::new();
+        // Only addresses ferrolb gave are taken out: another implementation may own the rest.
+        if released && !status_ips(service).is_empty() {
+            status.insert("loadBalancer".into(), json!({"ingress": []}));
+        }
+        if service_condition::current(service).is_some() {
+            status.insert(
+                "conditions".into(),
+                json!([{"type": ADDRESS_ALLOCATED, "$patch": "delete"}]),
+            );
+        }
+        if !released && status.is_empty() {
+            return None;
+        }
+        Some(ServiceWrite {
+            key: key.clone(),
+            status: (!status.is_empty()).then(|| json!({"status": status})),
+            metadata: None,
+            after: AfterWrite {
+                state: None,
+                announce: None,
+                pools_touched: released,
+            },
+        })
+    }
+
+    /// Records what a Service now shows, and announces transitions.
+    fn record(&mut self, key: &ServiceKey, after: AfterWrite) {
+        if let Some((regarding, state)) = after.announce {
+            let event = state.announcement();
+            if state.allocated {
+                info!(service = %key, reason = %state.reason, message = %state.message, "allocated");
+                if !self.reported.get(key).is_some_and(|s| s.allocated) {
+                    self.health.metrics.allocations.inc();
                 }
-                if self.reported.get(key) != Some(&Reported::Failed(message.clone())) {
-                    warn!(service = %key, reason, error = %message, "allocation failed");
-                    self.health
-                        .metrics
-                        .allocation_failures
-                        .get_or_create(&ReasonLabels {
-                            reason: reason.into(),
-                        })
-                        .inc();
-                    self.event(
-                        &service,
-                        EventType::Warning,
-                        "AllocationFailed",
-                        message.clone(),
-                    )
-                    .await;
-                    self.reported.insert(key.clone(), Reported::Failed(message));
-                }
-                Ok(true)
+            } else {
+                warn!(service = %key, reason = %state.reason, error = %state.message, "allocation failed");
+                self.health
+                    .metrics
+                    .allocation_failures
+                    .get_or_create(&ReasonLabels {
+                        reason: state.reason.clone(),
+                    })
+                    .inc();
+            }
+            self.events.record(PendingEvent {
+                regarding,
+                warning: event.warning,
+                reason: event.reason.into(),
+                note: event.note,
+                action: "Allocate".into(),
+            });
+        }
+        match after.state {
+            Some(state) => {
+                self.reported.insert(key.clone(), state);
+            }
+            None => {
+                self.reported.remove(key);
             }
         }
-    }
-
-    async fn apply_assignment(
-        &mut self,
-        service: &Service,
-        assignment: &Assignment,
-    ) -> Result<(), kube::Error> {
-        let key = key_of(service);
-        // Status and annotation are independent writes: send them together.
-        let status = async {
-            if status_ips(service) != assignment.ips {
-                self.write_ingress(service, &assignment.ips).await?;
-            }
-            Ok::<(), kube::Error>(())
-        };
-        let annotation = async {
-            let recorded = service.annotations().get(ALLOCATED_FROM_POOL).cloned();
-            if recorded != assignment.pool {
-                let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-                let patch =
-                    json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: assignment.pool}}});
-                api.patch(&key.name, &self.patch_params(), &Patch::Merge(&patch))
-                    .await?;
-            }
-            Ok::<(), kube::Error>(())
-        };
-        let (status, annotation) = tokio::join!(status, annotation);
-        status?;
-        annotation?;
-        if self.reported.get(&key) != Some(&Reported::Allocated(assignment.ips.clone())) {
-            let ips: Vec<String> = assignment.ips.iter().map(ToString::to_string).collect();
-            info!(service = %key, ips = ?ips, pool = ?assignment.pool, "allocated");
-            self.health.metrics.allocations.inc();
-            let note = format!("Assigned IP [{}]", ips.join(", "));
-            self.event(service, EventType::Normal, "IPAllocated", note)
-                .await;
-            self.reported
-                .insert(key, Reported::Allocated(assignment.ips.clone()));
-        }
-        Ok(())
-    }
-
-    async fn write_ingress(&self, service: &Service, ips: &[IpAddr]) -> Result<(), kube::Error> {
-        let key = key_of(service);
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-        let ingress: Vec<serde_json::Value> = ips
-            .iter()
-            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-            .collect();
-        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
-        api.patch_status(&key.name, &self.patch_params(), &Patch::Merge(&patch))
-            .await?;
-        Ok(())
-    }
-
-    /// Records an Event in the background: an Event that cannot be written is logged, and must
-    /// not hold up the addresses of the next Services.
-    async fn event(&self, service: &Service, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Allocate".into(),
-            secondary: None,
-        };
-        let recorder = self.recorder.clone();
-        let reference = service.object_ref(&());
-        let reason = reason.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                warn!(error = %e, reason, "could not record an Event");
-            }
-        });
     }
 
     /// Pool status: counts, and whether the pool is valid, on change only.
@@ -568,7 +730,7 @@ impl Controller {
                 .filter_map(|(_, pool)| pool.as_ref().ok())
                 .map(|p| (p.name.as_str(), p.ranges.as_slice())),
         );
-        let orphaned = self.allocator.orphaned();
+        let orphaned = self.allocator.orphaned_by_pool();
         let all_stats = self.allocator.all_stats();
         for (resource, pool) in &parsed {
             let name = resource.name_any();
@@ -616,7 +778,20 @@ impl Controller {
                     .get_or_create(&labels)
                     .set(assigned.saturating_add(available));
             }
-            let report = format!("{valid}/{reason}/{message}/{stats:?}/{}", orphaned.len());
+            let orphans: Vec<Value> = orphaned
+                .get(&name)
+                .map(|held| {
+                    let mut by_address: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+                    for (ip, service) in held {
+                        by_address.entry(*ip).or_default().push(service.to_string());
+                    }
+                    by_address
+                        .into_iter()
+                        .map(|(ip, services)| json!({"address": ip.to_string(), "services": services}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let report = format!("{valid}/{reason}/{message}/{stats:?}/{orphans:?}");
             if self.pool_reports.get(&name) == Some(&report) {
                 continue;
             }
@@ -626,6 +801,7 @@ impl Controller {
                 "assignedIPv6": stats.assigned_ipv6,
                 "availableIPv4": stats.available_ipv4,
                 "availableIPv6": stats.available_ipv6,
+                "orphanedAddresses": if orphans.is_empty() { Value::Null } else { Value::Array(orphans) },
                 "conditions": [{
                     "type": "Valid", "status": valid, "reason": reason, "message": message,
                     "observedGeneration": generation,
