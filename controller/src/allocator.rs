@@ -13,7 +13,7 @@
 //!   restart ([`Allocator::restore`]); only an explicit change of the Service's requested
 //!   addresses, pool, families, or of what makes it share (key, ports, traffic policy) moves it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ferrolb_crds::IpFamily;
@@ -78,6 +78,8 @@ pub enum AllocationError {
     },
     #[error("a selector of pool {pool:?} is invalid: {error}")]
     Selector { pool: String, error: SelectorError },
+    #[error("{ip} is in use by {holder}, a Service this controller does not handle")]
+    HeldByForeignService { ip: IpAddr, holder: ServiceKey },
 }
 
 impl AllocationError {
@@ -92,6 +94,7 @@ impl AllocationError {
             AllocationError::Avoided { .. } => "AvoidedAddress",
             AllocationError::Sharing { .. } => "SharingConflict",
             AllocationError::Selector { .. } => "InvalidSelector",
+            AllocationError::HeldByForeignService { .. } => "AddressInUse",
         }
     }
 }
@@ -147,6 +150,10 @@ pub struct Allocator {
     pools: BTreeMap<String, PoolState>,
     holders: HashMap<IpAddr, Vec<Sharer>>,
     services: HashMap<ServiceKey, Assignment>,
+    /// Addresses in the status of LoadBalancer Services this controller does not handle
+    /// (another class): never handed out, so two Services never get one address by accident.
+    foreign: HashMap<IpAddr, BTreeSet<ServiceKey>>,
+    foreign_by_service: HashMap<ServiceKey, Vec<IpAddr>>,
 }
 
 impl Allocator {
@@ -172,7 +179,12 @@ impl Allocator {
                 (state.pool.name.clone(), state)
             })
             .collect();
-        let held: Vec<IpAddr> = self.holders.keys().copied().collect();
+        let held: Vec<IpAddr> = self
+            .holders
+            .keys()
+            .chain(self.foreign.keys())
+            .copied()
+            .collect();
         for ip in held {
             self.take_from_pools(ip);
         }
@@ -258,7 +270,51 @@ impl Allocator {
         holders.retain(|h| h.service != *service);
         if holders.is_empty() {
             self.holders.remove(&ip);
-            self.give_back_to_pools(ip);
+            if !self.foreign.contains_key(&ip) {
+                self.give_back_to_pools(ip);
+            }
+        }
+    }
+
+    /// Records the addresses a Service this controller does not handle shows in its status,
+    /// replacing what was recorded for it before; an empty list forgets it.
+    /// Returns whether anything changed.
+    pub fn set_foreign(&mut self, key: &ServiceKey, ips: &[IpAddr]) -> bool {
+        let before = self.foreign_by_service.remove(key).unwrap_or_default();
+        if before == ips {
+            if !ips.is_empty() {
+                self.foreign_by_service.insert(key.clone(), before);
+            }
+            return false;
+        }
+        for ip in before {
+            if let Some(keys) = self.foreign.get_mut(&ip) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.foreign.remove(&ip);
+                    if !self.holders.contains_key(&ip) {
+                        self.give_back_to_pools(ip);
+                    }
+                }
+            }
+        }
+        for ip in ips {
+            self.foreign.entry(*ip).or_default().insert(key.clone());
+            self.take_from_pools(*ip);
+        }
+        if !ips.is_empty() {
+            self.foreign_by_service.insert(key.clone(), ips.to_vec());
+        }
+        true
+    }
+
+    fn foreign_holder(&self, ip: IpAddr) -> Result<(), AllocationError> {
+        match self.foreign.get(&ip).and_then(|keys| keys.first()) {
+            Some(holder) => Err(AllocationError::HeldByForeignService {
+                ip,
+                holder: holder.clone(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -440,6 +496,7 @@ impl Allocator {
                 });
             }
             pool_name.get_or_insert_with(|| pool.pool.name.clone());
+            self.foreign_holder(*ip)?;
             let others = self.holders.get(ip).cloned().unwrap_or_default();
             can_share(&sharer, &others)
                 .map_err(|conflict| AllocationError::Sharing { ip: *ip, conflict })?;
@@ -506,6 +563,7 @@ impl Allocator {
                 .filter(|(ip, holders)| {
                     IpFamily::of(ip) == family
                         && state.pool.contains(**ip)
+                        && !self.foreign.contains_key(*ip)
                         && can_share(sharer, holders).is_ok()
                 })
                 .map(|(ip, _)| *ip)

@@ -763,3 +763,47 @@ fn a_restored_address_outside_its_recorded_pool_is_reported_on_that_pool() {
         Some(&vec![(ip, myapp.key.clone())])
     );
 }
+
+#[test]
+fn addresses_shown_by_services_of_another_class_are_never_handed_out() {
+    let mut allocator = seeded();
+    let foreign = request("default", "theirs", json!({})).key;
+    let held: Vec<IpAddr> = vec!["192.168.117.100".parse().unwrap()];
+    assert!(allocator.set_foreign(&foreign, &held));
+    assert!(
+        !allocator.set_foreign(&foreign, &held),
+        "no change the second time"
+    );
+    assert_eq!(allocator.stats("first-pool").available_ipv4, 10);
+    let ours = allocator
+        .allocate(&request("default", "ours", json!({})))
+        .unwrap();
+    assert_eq!(ips(&ours), ["192.168.117.101"]);
+    // Asking for it explicitly is refused, not shared, whatever the sharing key says.
+    let err = allocator
+        .allocate(&request(
+            "default",
+            "explicit",
+            json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "192.168.117.100",
+                "metallb.io/allow-shared-ip": "k"}}}),
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, AllocationError::HeldByForeignService { ref holder, .. } if *holder == foreign),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "AddressInUse");
+    // Pools reloading does not lose the reservation.
+    allocator.set_pools(vec![pool(
+        "first-pool",
+        json!({"addresses": ["192.168.117.100-192.168.117.110"]}),
+    )]);
+    assert_eq!(allocator.stats("first-pool").available_ipv4, 9);
+    // Once the other Service lets go, the address is free again.
+    assert!(allocator.set_foreign(&foreign, &[]));
+    assert_eq!(allocator.stats("first-pool").available_ipv4, 10);
+    let next = allocator
+        .allocate(&request("default", "next", json!({})))
+        .unwrap();
+    assert_eq!(ips(&next), ["192.168.117.100"]);
+}
