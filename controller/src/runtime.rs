@@ -68,6 +68,8 @@ enum Change {
 enum Seen {
     Applied(ServiceKey),
     Deleted(ServiceKey),
+    /// One object of a (re)list; `Relisted` follows the last one.
+    Listed(ServiceKey),
     /// A complete list replaced the store (`InitDone`). Objects of a list are not in the store
     /// before that, so they are not reported one by one.
     Relisted,
@@ -116,6 +118,8 @@ struct Controller {
     reported: HashMap<ServiceKey, AllocationState>,
     warned_legacy: BTreeSet<(ServiceKey, String)>,
     pool_reports: HashMap<String, String>,
+    /// A decision freed addresses: Services waiting for one get another look.
+    addresses_freed: bool,
 }
 
 fn key_of(service: &Service) -> ServiceKey {
@@ -131,6 +135,19 @@ pub fn handled(service: &Service, lb_class: Option<&str>) -> bool {
         return false;
     };
     spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == lb_class
+}
+
+/// The addresses a LoadBalancer Service that ferrolb does not handle shows in its status.
+fn foreign_ips(service: &Service) -> Vec<IpAddr> {
+    let is_load_balancer = service
+        .spec
+        .as_ref()
+        .is_some_and(|spec| spec.type_.as_deref() == Some("LoadBalancer"));
+    if is_load_balancer {
+        status_ips(service)
+    } else {
+        Vec::new()
+    }
 }
 
 /// The addresses a Service's status shows.
@@ -158,29 +175,47 @@ fn ingress(ips: &[IpAddr]) -> Value {
 /// Runs the controller until its watches end.
 pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow::Result<()> {
     let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
-    let services = spawn_reflector::<Service>(
-        Api::all(client.clone()),
-        changes_tx.clone(),
-        |seen| match seen {
-            Seen::Applied(key) => Change::Service(key),
-            Seen::Deleted(key) => Change::ServiceGone(key),
-            Seen::Relisted => Change::ServicesRelisted,
-        },
-    );
+    let services =
+        spawn_reflector::<Service>(Api::all(client.clone()), changes_tx.clone(), |seen, _| {
+            match seen {
+                Seen::Applied(key) => Some(Change::Service(key)),
+                Seen::Deleted(key) => Some(Change::ServiceGone(key)),
+                Seen::Listed(_) => None,
+                Seen::Relisted => Some(Change::ServicesRelisted),
+            }
+        });
+    // Pool status is the controller's own output: a write of it comes back as a watch event,
+    // which must not start another pass over every pool and waiting Service.
+    let mut pool_generations: HashMap<ServiceKey, Option<i64>> = HashMap::new();
     let pools = spawn_reflector::<IPAddressPool>(
         Api::namespaced(client.clone(), &config.namespace),
         changes_tx.clone(),
-        |_| Change::Pools,
-    );
-    let namespaces = spawn_reflector::<Namespace>(
-        Api::all(client.clone()),
-        changes_tx.clone(),
-        |seen| match seen {
-            Seen::Applied(key) | Seen::Deleted(key) => Change::Namespace(key.name),
-            // Any namespace may have new labels: Services waiting anywhere are looked at again.
-            Seen::Relisted => Change::Pools,
+        move |seen, pool| match (seen, pool) {
+            (Seen::Applied(key), Some(pool)) => {
+                let generation = pool.metadata.generation;
+                let before = pool_generations.insert(key, generation);
+                (generation.is_none() || before != Some(generation)).then_some(Change::Pools)
+            }
+            (Seen::Listed(key), Some(pool)) => {
+                pool_generations.insert(key, pool.metadata.generation);
+                None
+            }
+            (Seen::Deleted(key), _) => {
+                pool_generations.remove(&key);
+                Some(Change::Pools)
+            }
+            _ => Some(Change::Pools),
         },
     );
+    let namespaces =
+        spawn_reflector::<Namespace>(Api::all(client.clone()), changes_tx.clone(), |seen, _| {
+            match seen {
+                Seen::Applied(key) | Seen::Deleted(key) => Some(Change::Namespace(key.name)),
+                Seen::Listed(_) => None,
+                // Any namespace may have new labels: Services waiting anywhere are looked at again.
+                Seen::Relisted => Some(Change::Pools),
+            }
+        });
     for store in [
         services.clone().wait_until_ready().await.is_ok(),
         pools.clone().wait_until_ready().await.is_ok(),
@@ -209,6 +244,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         namespaces,
         reported: HashMap::new(),
         warned_legacy: BTreeSet::new(),
+        addresses_freed: false,
         pool_reports: HashMap::new(),
     };
     controller.start();
@@ -224,7 +260,8 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
     loop {
         let mut received = Vec::new();
         let mut finished = Vec::new();
-        let can_start = !queue.is_empty() && writes.len() < WRITES_IN_FLIGHT;
+        let can_start =
+            (!queue.is_empty() && writes.len() < WRITES_IN_FLIGHT) || controller.addresses_freed;
         if !can_start {
             let report_due = async {
                 match pool_report_due {
@@ -350,6 +387,11 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
                 }
             }
         }
+        if std::mem::take(&mut controller.addresses_freed) {
+            for key in controller.waiting_in(None) {
+                enqueue(key, &mut queue);
+            }
+        }
         while writes.len() < WRITES_IN_FLIGHT {
             let Some(key) = queue.pop_front() else {
                 break;
@@ -423,7 +465,8 @@ const POOL_REPORT_INTERVAL: Duration = Duration::from_millis(200);
 fn spawn_reflector<K>(
     api: Api<K>,
     changes: mpsc::UnboundedSender<Change>,
-    to_change: impl Fn(Seen) -> Change + Send + 'static,
+    // What a watch event means to the reconciler; `None`: nothing.
+    mut to_change: impl FnMut(Seen, Option<&K>) -> Option<Change> + Send + 'static,
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -463,13 +506,17 @@ where
                 namespace: o.meta().namespace.clone().unwrap_or_default(),
                 name: o.meta().name.clone().unwrap_or_default(),
             };
-            let seen = match &event {
-                watcher::Event::Apply(o) => Seen::Applied(key(o)),
-                watcher::Event::Delete(o) => Seen::Deleted(key(o)),
-                watcher::Event::InitDone => Seen::Relisted,
-                watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+            let change = match &event {
+                watcher::Event::Apply(o) => to_change(Seen::Applied(key(o)), Some(o)),
+                watcher::Event::Delete(o) => to_change(Seen::Deleted(key(o)), Some(o)),
+                watcher::Event::InitDone => to_change(Seen::Relisted, None),
+                watcher::Event::InitApply(o) => to_change(Seen::Listed(key(o)), Some(o)),
+                watcher::Event::Init => continue,
             };
-            if changes.send(to_change(seen)).is_err() {
+            let Some(change) = change else {
+                continue;
+            };
+            if changes.send(change).is_err() {
                 return;
             }
         }
@@ -492,6 +539,8 @@ impl Controller {
         let mut restored = 0;
         for service in self.services.state() {
             if !handled(&service, self.config.lb_class.as_deref()) {
+                self.allocator
+                    .set_foreign(&key_of(&service), &foreign_ips(&service));
                 continue;
             }
             let ips = status_ips(&service);
@@ -530,15 +579,26 @@ impl Controller {
     }
 
     /// Handled Services without an address (in one namespace, or all).
+    /// Oldest first, so that when addresses are scarce the Service that waited longest gets
+    /// the next one, whatever order the cache lists them in.
     fn waiting_in(&self, namespace: Option<&str>) -> Vec<ServiceKey> {
-        self.services
+        let mut waiting: Vec<_> = self
+            .services
             .state()
             .iter()
             .filter(|s| handled(s, self.config.lb_class.as_deref()))
-            .map(|s| key_of(s))
-            .filter(|k| namespace.is_none_or(|n| n == k.namespace))
-            .filter(|k| self.allocator.assignment(k).is_none())
-            .collect()
+            .map(|s| (s.metadata.creation_timestamp.clone(), key_of(s)))
+            .filter(|(_, k)| namespace.is_none_or(|n| n == k.namespace))
+            .filter(|(_, k)| self.allocator.assignment(k).is_none())
+            .collect();
+        waiting.sort_by(|(a_time, a_key), (b_time, b_key)| {
+            a_time
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b_time.as_ref().map(|t| t.0))
+                .then_with(|| a_key.cmp(b_key))
+        });
+        waiting.into_iter().map(|(_, key)| key).collect()
     }
 
     /// Reads every pool; valid ones go to the allocator, invalid ones are reported.
@@ -559,6 +619,7 @@ impl Controller {
         let reference = ObjectRef::new(&key.name).within(&key.namespace);
         let Some(service) = self.services.get(&reference) else {
             let released = self.allocator.release(key).is_some();
+            self.allocator.set_foreign(key, &[]);
             self.reported.remove(key);
             return released.then(|| ServiceWrite {
                 key: key.clone(),
@@ -650,6 +711,15 @@ impl Controller {
     /// ferrolb's traces leave its status.
     fn let_go(&mut self, key: &ServiceKey, service: &Service) -> Option<ServiceWrite> {
         let released = self.allocator.release(key).is_some();
+        // What it shows once ferrolb's addresses are out is another implementation's: those
+        // addresses are not handed out while it holds them.
+        let foreign = if released {
+            Vec::new()
+        } else {
+            foreign_ips(service)
+        };
+        let foreign_changed = self.allocator.set_foreign(key, &foreign);
+        self.addresses_freed |= released || foreign_changed;
         let mut status = serde_json::Map::new();
         // Only addresses ferrolb gave are taken out: another implementation may own the rest.
         if released && !status_ips(service).is_empty() {
@@ -662,7 +732,16 @@ impl Controller {
             );
         }
         if !released && status.is_empty() {
-            return None;
+            return foreign_changed.then(|| ServiceWrite {
+                key: key.clone(),
+                status: None,
+                metadata: None,
+                after: AfterWrite {
+                    state: None,
+                    announce: None,
+                    pools_touched: true,
+                },
+            });
         }
         Some(ServiceWrite {
             key: key.clone(),

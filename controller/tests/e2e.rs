@@ -483,3 +483,240 @@ async fn sharing_and_dual_stack() {
     );
     assert_ne!(both[0], tcp[0]);
 }
+
+/// The `ferrolb.io/AddressAllocated` condition of a Service: (status, reason).
+async fn allocation_condition(
+    api: &Api<k8s_openapi::api::core::v1::Service>,
+    name: &str,
+) -> Option<(String, String)> {
+    let service = api.get(name).await.unwrap();
+    service
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "ferrolb.io/AddressAllocated")
+        .map(|c| (c.status, c.reason))
+}
+
+async fn has_event(cluster: &Cluster, object: &str, reason: &str) -> bool {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), "default");
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason))
+}
+
+/// A refused request and an address left outside its shrunk pool are both visible: on the
+/// Service (condition + Event) and, for the orphan, on the pool's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_orphans_are_reported() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    cluster.create_myapp().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    wait_for_ip(&api, "myapp").await;
+    assert_eq!(
+        allocation_condition(&api, "myapp").await,
+        Some(("True".into(), "Allocated".into()))
+    );
+
+    create_all(
+        &cluster.admin,
+        vec![lb_service(
+            "stray",
+            json!({"loadBalancerIP": "203.0.113.9"}),
+        )],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the stray request is refused on its condition",
+        60,
+        || async {
+            allocation_condition(&api, "stray").await
+                == Some(("False".into(), "NotInAnyPool".into()))
+        },
+    )
+    .await;
+    wait_until("the refusal raises an Event", 60, || async {
+        has_event(&cluster, "stray", "AllocationFailed").await
+    })
+    .await;
+    assert!(ingress_ips(&api.get("stray").await.unwrap()).is_empty());
+
+    let pools = pool_api(&cluster.admin);
+    let shrink = json!({"spec": {"addresses": ["192.168.117.105-192.168.117.110"]}});
+    pools
+        .patch(
+            "first-pool",
+            &Default::default(),
+            &kube::api::Patch::Merge(&shrink),
+        )
+        .await
+        .unwrap();
+    wait_until("the pool reports its orphaned address", 60, || async {
+        let pool = pools.get("first-pool").await.unwrap();
+        pool.data["status"]["orphanedAddresses"]
+            == json!([{"address": "192.168.117.100", "services": ["default/myapp"]}])
+    })
+    .await;
+    wait_until(
+        "myapp's condition says its address is outside the pool",
+        60,
+        || async {
+            allocation_condition(&api, "myapp").await == Some(("True".into(), "OutsidePool".into()))
+        },
+    )
+    .await;
+    wait_until("the orphaning raises an Event", 60, || async {
+        has_event(&cluster, "myapp", "AddressOutsidePool").await
+    })
+    .await;
+    assert_eq!(
+        ingress_ips(&api.get("myapp").await.unwrap()),
+        ["192.168.117.100"]
+    );
+
+    // Giving the address back to the pool ends the report; nothing was renumbered meanwhile.
+    let grow = json!({"spec": {"addresses": ["192.168.117.100-192.168.117.110"]}});
+    pools
+        .patch(
+            "first-pool",
+            &Default::default(),
+            &kube::api::Patch::Merge(&grow),
+        )
+        .await
+        .unwrap();
+    wait_until("the orphan report is cleared", 60, || async {
+        let pool = pools.get("first-pool").await.unwrap();
+        pool.data["status"]
+            .get("orphanedAddresses")
+            .is_none_or(|o| o.is_null())
+            && pool_counts(&cluster, "first-pool").await == (Some(1), Some(10))
+    })
+    .await;
+    wait_until("myapp's condition is back to Allocated", 60, || async {
+        allocation_condition(&api, "myapp").await == Some(("True".into(), "Allocated".into()))
+    })
+    .await;
+    assert_eq!(
+        ingress_ips(&api.get("myapp").await.unwrap()),
+        ["192.168.117.100"]
+    );
+}
+
+/// Without `--lb-class` only classless Services are served; with it, only that class.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_balancer_class_selects_the_services_served() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let api = cluster.services();
+    create_all(
+        &cluster.admin,
+        vec![
+            lb_service("ours", json!({"loadBalancerClass": "ferrolb.io/l2"})),
+            lb_service("theirs", json!({"loadBalancerClass": "example.com/other"})),
+            lb_service("classless", json!({})),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let classless_only = ControllerProcess::start(&cluster.path("controller"));
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "classless").await),
+        ["192.168.117.100"]
+    );
+    // The pool counts every address handed out: exactly one, so the classed Services were
+    // seen and skipped.
+    wait_until("one address is counted", 60, || async {
+        pool_counts(&cluster, "first-pool").await == (Some(1), Some(10))
+    })
+    .await;
+    assert!(ingress_ips(&api.get("ours").await.unwrap()).is_empty());
+    assert!(ingress_ips(&api.get("theirs").await.unwrap()).is_empty());
+    assert_eq!(allocation_condition(&api, "ours").await, None);
+    drop(classless_only);
+
+    let _classed = ControllerProcess::start_with_args(
+        &cluster.path("controller"),
+        "controller-1",
+        &["--lb-class", "ferrolb.io/l2"],
+    );
+    let ours = wait_for_ip(&api, "ours").await;
+    // The classless Service's address is not this controller's to give or take: it stays in
+    // its status and is not handed out again.
+    assert_eq!(ingress_ips(&ours), ["192.168.117.101"]);
+    assert!(ingress_ips(&api.get("theirs").await.unwrap()).is_empty());
+    assert_eq!(
+        ingress_ips(&api.get("classless").await.unwrap()),
+        ["192.168.117.100"]
+    );
+}
+
+/// A Service waiting on an exhausted pool gets the address another Service gives up, whether
+/// it was deleted or stopped being a LoadBalancer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_freed_address_goes_to_a_waiting_service() {
+    let cluster = Cluster::new().await;
+    let in_tiny = |name: &str| {
+        let mut s = lb_service(name, json!({}));
+        s["metadata"]["annotations"] = json!({"metallb.io/address-pool": "tiny"});
+        s
+    };
+    create_all(
+        &cluster.admin,
+        vec![
+            pool_object(
+                "tiny",
+                json!({"addresses": ["198.51.100.7/32"], "autoAssign": false}),
+            ),
+            in_tiny("first"),
+        ],
+    )
+    .await
+    .unwrap();
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let api = cluster.services();
+    assert_eq!(
+        ingress_ips(&wait_for_ip(&api, "first").await),
+        ["198.51.100.7"]
+    );
+    create_all(&cluster.admin, vec![in_tiny("second"), in_tiny("third")])
+        .await
+        .unwrap();
+    for name in ["second", "third"] {
+        wait_until("the pool is exhausted for the newcomer", 60, || async {
+            allocation_condition(&api, name).await == Some(("False".into(), "PoolExhausted".into()))
+        })
+        .await;
+    }
+
+    let to_cluster_ip = json!({"spec": {"type": "ClusterIP"}});
+    api.patch(
+        "first",
+        &Default::default(),
+        &kube::api::Patch::Merge(&to_cluster_ip),
+    )
+    .await
+    .unwrap();
+    wait_until("second gets the freed address", 60, || async {
+        ingress_ips(&api.get("second").await.unwrap()) == ["198.51.100.7"]
+    })
+    .await;
+    assert_eq!(
+        allocation_condition(&api, "third").await,
+        Some(("False".into(), "PoolExhausted".into()))
+    );
+
+    api.delete("second", &Default::default()).await.unwrap();
+    wait_until("third gets it after the delete", 60, || async {
+        ingress_ips(&api.get("third").await.unwrap()) == ["198.51.100.7"]
+    })
+    .await;
+}

@@ -109,7 +109,13 @@ impl ControllerProcess {
 
     /// Starts a replica with this name (its identity in the leader Lease).
     pub fn start_named(kubeconfig: &Path, name: &str) -> Self {
+        Self::start_with_args(kubeconfig, name, &[])
+    }
+
+    /// Starts a replica with extra command-line arguments.
+    pub fn start_with_args(kubeconfig: &Path, name: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolb-controller"))
+            .args(args)
             .env("POD_NAME", name)
             .env("KUBECONFIG", kubeconfig)
             .args(["--health-addr", "127.0.0.1:0"])
