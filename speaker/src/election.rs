@@ -1,0 +1,111 @@
+//! Who announces an address: every speaker runs this on the same inputs and gets the same
+//! answer, so exactly one node answers ARP/NDP for each address without talking to the others.
+//!
+//! The owner is the candidate with the highest preference (the summed weights of the
+//! L2Advertisements' `preferredNodeSelectors` it matches); among equals, the one with the
+//! highest score for `(node, address)`. That is rendezvous hashing: a node leaving moves only
+//! the addresses it owned, a node joining takes only the addresses it now scores highest on,
+//! and all Services sharing an address land on one node because the address, not the Service,
+//! is hashed.
+//!
+//! The score function is part of the speakers' contract with each other: during a rolling
+//! upgrade old and new speakers must agree, so it is spelled out here (FNV-1a, then the
+//! SplitMix64 finalizer) rather than borrowed from a hasher whose output may change.
+
+use std::net::IpAddr;
+
+/// A node that may announce an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    pub node: &'a str,
+    /// Summed `preferredNodeSelectors` weights the node matches; higher wins.
+    pub preference: u32,
+}
+
+/// The node that announces `ip`, or `None` when there is no candidate.
+pub fn elect<'a, I>(ip: IpAddr, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = Candidate<'a>>,
+{
+    candidates
+        .into_iter()
+        .max_by(|a, b| {
+            a.preference
+                .cmp(&b.preference)
+                .then_with(|| score(a.node, ip).cmp(&score(b.node, ip)))
+                // Equal scores are astronomically rare; the name settles them the same
+                // way everywhere.
+                .then_with(|| b.node.cmp(a.node))
+        })
+        .map(|c| c.node)
+}
+
+/// The rendezvous score of a node for an address.
+pub fn score(node: &str, ip: IpAddr) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = FNV_OFFSET;
+    let mut eat = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(FNV_PRIME);
+    };
+    node.bytes().for_each(&mut eat);
+    // A separator no node name contains keeps ("ab", x) and ("a", b‖x) apart.
+    eat(0);
+    match ip {
+        IpAddr::V4(v4) => v4.octets().into_iter().for_each(&mut eat),
+        IpAddr::V6(v6) => v6.octets().into_iter().for_each(&mut eat),
+    }
+    splitmix64(hash)
+}
+
+/// Spreads FNV's output over all 64 bits, so that similar names and addresses do not give
+/// correlated scores.
+fn splitmix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn plain(nodes: &[&'static str]) -> Vec<Candidate<'static>> {
+        nodes
+            .iter()
+            .map(|node| Candidate {
+                node,
+                preference: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_candidate_no_owner() {
+        assert_eq!(elect("192.0.2.1".parse().unwrap(), []), None);
+    }
+
+    #[test]
+    fn the_score_is_pinned() {
+        // Speakers of different versions must agree, so this value may never change. It was
+        // computed independently (Python) from the algorithm in the module comment.
+        let ip: IpAddr = "192.168.117.100".parse().unwrap();
+        assert_eq!(score("node-a", ip), 0x2421_d642_558b_2e27);
+    }
+
+    #[test]
+    fn preference_beats_score() {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut candidates = plain(&["a", "b", "c"]);
+        let natural = elect(ip, candidates.clone()).unwrap();
+        let other = ["a", "b", "c"].into_iter().find(|n| *n != natural).unwrap();
+        for c in &mut candidates {
+            if c.node == other {
+                c.preference = 10;
+            }
+        }
+        assert_eq!(elect(ip, candidates), Some(other));
+    }
+}

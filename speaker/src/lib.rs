@@ -1,0 +1,7 @@
+//! ferrolb-speaker: elects one node per LoadBalancer address and answers ARP/NDP for it.
+//!
+//! Pure logic (`election`, `packet`) is kept apart from the I/O that feeds it, so that it is
+//! tested without a cluster or a network.
+
+pub mod election;
+pub mod packet;

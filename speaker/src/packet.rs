@@ -1,0 +1,414 @@
+//! ARP and NDP frames: what the speaker reads off the wire and what it answers with. Pure
+//! functions over bytes, so that every rule is tested without a network.
+//!
+//! Parsing never trusts the frame: anything short, inconsistent or not addressed to an
+//! address resolution question comes back as a [`Dropped`] reason, which the responder counts.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use pnet_packet::Packet;
+use pnet_packet::arp::{
+    ArpHardwareTypes, ArpOperation, ArpOperations, ArpPacket, MutableArpPacket,
+};
+use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
+use pnet_packet::icmpv6::{Icmpv6Packet, Icmpv6Types};
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
+
+pub use pnet_base::MacAddr;
+
+const ETHERNET_HEADER: usize = 14;
+const ARP_BODY: usize = 28;
+const IPV6_HEADER: usize = 40;
+/// Type, code, checksum, reserved/flags, target address.
+const NDP_BODY: usize = 24;
+const NDP_OPTION_SOURCE_LINK_ADDRESS: u8 = 1;
+const NDP_OPTION_TARGET_LINK_ADDRESS: u8 = 2;
+const NA_FLAG_SOLICITED: u8 = 0b0100_0000;
+const NA_FLAG_OVERRIDE: u8 = 0b0010_0000;
+
+/// An address resolution question the speaker may have to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// "Who has `target`? Tell `sender_ip`."
+    Arp {
+        sender_mac: MacAddr,
+        sender_ip: Ipv4Addr,
+        target: Ipv4Addr,
+    },
+    /// A Neighbor Solicitation for `target`. `source_ip` is `::` during duplicate address
+    /// detection; `reply_mac` is where a unicast answer goes (the source link-layer option,
+    /// else the frame's sender).
+    Neighbor {
+        reply_mac: MacAddr,
+        source_ip: Ipv6Addr,
+        target: Ipv6Addr,
+    },
+}
+
+impl Question {
+    pub fn target(&self) -> std::net::IpAddr {
+        match self {
+            Question::Arp { target, .. } => (*target).into(),
+            Question::Neighbor { target, .. } => (*target).into(),
+        }
+    }
+}
+
+/// Why a frame was not a question to answer. Each is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dropped {
+    /// Neither ARP nor IPv6 (the socket sees every frame of the interface).
+    OtherProtocol,
+    /// IPv6, but not a Neighbor Solicitation.
+    NotSolicitation,
+    /// An ARP reply or another operation.
+    NotRequest,
+    /// Shorter than its headers say, or fields with impossible values.
+    Malformed,
+    /// ARP for something other than Ethernet/IPv4.
+    UnsupportedArp,
+    /// A Neighbor Solicitation that RFC 4861 §7.1.1 says to discard (hop limit, code,
+    /// checksum, multicast target, options).
+    InvalidSolicitation,
+}
+
+impl Dropped {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Dropped::OtherProtocol => "other_protocol",
+            Dropped::NotSolicitation => "not_solicitation",
+            Dropped::NotRequest => "not_request",
+            Dropped::Malformed => "malformed",
+            Dropped::UnsupportedArp => "unsupported_arp",
+            Dropped::InvalidSolicitation => "invalid_solicitation",
+        }
+    }
+}
+
+/// Reads one Ethernet frame.
+pub fn parse(frame: &[u8]) -> Result<Question, Dropped> {
+    let ethernet = EthernetPacket::new(frame).ok_or(Dropped::Malformed)?;
+    match ethernet.get_ethertype() {
+        EtherTypes::Arp => parse_arp(ethernet.payload()),
+        EtherTypes::Ipv6 => parse_solicitation(ethernet.get_source(), ethernet.payload()),
+        _ => Err(Dropped::OtherProtocol),
+    }
+}
+
+fn parse_arp(body: &[u8]) -> Result<Question, Dropped> {
+    if body.len() < ARP_BODY {
+        return Err(Dropped::Malformed);
+    }
+    let arp = ArpPacket::new(body).ok_or(Dropped::Malformed)?;
+    if arp.get_hardware_type() != ArpHardwareTypes::Ethernet
+        || arp.get_protocol_type() != EtherTypes::Ipv4
+        || arp.get_hw_addr_len() != 6
+        || arp.get_proto_addr_len() != 4
+    {
+        return Err(Dropped::UnsupportedArp);
+    }
+    if arp.get_operation() != ArpOperations::Request {
+        return Err(Dropped::NotRequest);
+    }
+    Ok(Question::Arp {
+        sender_mac: arp.get_sender_hw_addr(),
+        sender_ip: arp.get_sender_proto_addr(),
+        target: arp.get_target_proto_addr(),
+    })
+}
+
+fn parse_solicitation(frame_source: MacAddr, body: &[u8]) -> Result<Question, Dropped> {
+    let ip = Ipv6Packet::new(body).ok_or(Dropped::Malformed)?;
+    if ip.get_version() != 6 {
+        return Err(Dropped::Malformed);
+    }
+    if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6 {
+        return Err(Dropped::NotSolicitation);
+    }
+    let length = usize::from(ip.get_payload_length());
+    let icmp_bytes = body
+        .get(IPV6_HEADER..IPV6_HEADER + length)
+        .ok_or(Dropped::Malformed)?;
+    let icmp = Icmpv6Packet::new(icmp_bytes).ok_or(Dropped::Malformed)?;
+    if icmp.get_icmpv6_type() != Icmpv6Types::NeighborSolicit {
+        return Err(Dropped::NotSolicitation);
+    }
+    let source_ip = ip.get_source();
+    let destination = ip.get_destination();
+    if ip.get_hop_limit() != 255 || icmp.get_icmpv6_code().0 != 0 || icmp_bytes.len() < NDP_BODY {
+        return Err(Dropped::InvalidSolicitation);
+    }
+    if pnet_packet::icmpv6::checksum(&icmp, &source_ip, &destination) != icmp.get_checksum() {
+        return Err(Dropped::InvalidSolicitation);
+    }
+    let target = Ipv6Addr::from(
+        <[u8; 16]>::try_from(&icmp_bytes[8..NDP_BODY]).map_err(|_| Dropped::Malformed)?,
+    );
+    if target.is_multicast() {
+        return Err(Dropped::InvalidSolicitation);
+    }
+    let mut source_link_address = None;
+    let mut options = &icmp_bytes[NDP_BODY..];
+    while !options.is_empty() {
+        // Each option: type, length in units of 8 octets (0 is invalid), value.
+        let (Some(&kind), Some(&units)) = (options.first(), options.get(1)) else {
+            return Err(Dropped::InvalidSolicitation);
+        };
+        let size = usize::from(units) * 8;
+        if size == 0 || size > options.len() {
+            return Err(Dropped::InvalidSolicitation);
+        }
+        if kind == NDP_OPTION_SOURCE_LINK_ADDRESS && size >= 8 {
+            let mac = &options[2..8];
+            source_link_address =
+                Some(MacAddr::new(mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]));
+        }
+        options = &options[size..];
+    }
+    if source_ip.is_unspecified() {
+        // Duplicate address detection: sent to the solicited-node group, never with a
+        // source link-layer address (RFC 4861 §7.1.1).
+        if destination != solicited_node(target) || source_link_address.is_some() {
+            return Err(Dropped::InvalidSolicitation);
+        }
+    }
+    Ok(Question::Neighbor {
+        reply_mac: source_link_address.unwrap_or(frame_source),
+        source_ip,
+        target,
+    })
+}
+
+/// The solicited-node multicast group of an address (ff02::1:ffXX:XXXX).
+pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15],
+    ])
+}
+
+/// The Ethernet group a multicast IPv6 address maps to (33:33 + its last four octets).
+pub fn multicast_mac(ip: Ipv6Addr) -> MacAddr {
+    let o = ip.octets();
+    MacAddr::new(0x33, 0x33, o[12], o[13], o[14], o[15])
+}
+
+fn arp_frame(
+    operation: ArpOperation,
+    ethernet_destination: MacAddr,
+    sender: (MacAddr, Ipv4Addr),
+    target: (MacAddr, Ipv4Addr),
+) -> Vec<u8> {
+    let mut frame = vec![0u8; ETHERNET_HEADER + ARP_BODY];
+    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
+        ethernet.set_destination(ethernet_destination);
+        ethernet.set_source(sender.0);
+        ethernet.set_ethertype(EtherTypes::Arp);
+    }
+    if let Some(mut arp) = MutableArpPacket::new(&mut frame[ETHERNET_HEADER..]) {
+        arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+        arp.set_protocol_type(EtherTypes::Ipv4);
+        arp.set_hw_addr_len(6);
+        arp.set_proto_addr_len(4);
+        arp.set_operation(operation);
+        arp.set_sender_hw_addr(sender.0);
+        arp.set_sender_proto_addr(sender.1);
+        arp.set_target_hw_addr(target.0);
+        arp.set_target_proto_addr(target.1);
+    }
+    frame
+}
+
+/// "`ip` is at `our_mac`", to the one who asked.
+pub fn arp_reply(
+    our_mac: MacAddr,
+    ip: Ipv4Addr,
+    asker_mac: MacAddr,
+    asker_ip: Ipv4Addr,
+) -> Vec<u8> {
+    arp_frame(
+        ArpOperations::Reply,
+        asker_mac,
+        (our_mac, ip),
+        (asker_mac, asker_ip),
+    )
+}
+
+/// Gratuitous ARP announcing `ip` at `our_mac` to the whole segment, in the request form
+/// (which every host processes) and the reply form (which some older stacks need).
+pub fn gratuitous_arp(our_mac: MacAddr, ip: Ipv4Addr) -> [Vec<u8>; 2] {
+    let request = arp_frame(
+        ArpOperations::Request,
+        MacAddr::broadcast(),
+        (our_mac, ip),
+        (MacAddr::zero(), ip),
+    );
+    let reply = arp_frame(
+        ArpOperations::Reply,
+        MacAddr::broadcast(),
+        (our_mac, ip),
+        (MacAddr::broadcast(), ip),
+    );
+    [request, reply]
+}
+
+/// A Neighbor Advertisement for `target` at `our_mac`, always with the override flag (the
+/// address moves between nodes, so caches must take the new MAC at once).
+pub fn neighbor_advertisement(
+    our_mac: MacAddr,
+    our_link_local: Ipv6Addr,
+    target: Ipv6Addr,
+    to: (MacAddr, Ipv6Addr),
+    solicited: bool,
+) -> Vec<u8> {
+    // Body plus one target link-layer address option (8 octets).
+    let icmp_length = NDP_BODY + 8;
+    let mut frame = vec![0u8; ETHERNET_HEADER + IPV6_HEADER + icmp_length];
+    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
+        ethernet.set_destination(to.0);
+        ethernet.set_source(our_mac);
+        ethernet.set_ethertype(EtherTypes::Ipv6);
+    }
+    if let Some(mut ip) = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER..]) {
+        ip.set_version(6);
+        ip.set_payload_length(icmp_length as u16);
+        ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
+        ip.set_hop_limit(255);
+        ip.set_source(our_link_local);
+        ip.set_destination(to.1);
+    }
+    let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
+    icmp[0] = Icmpv6Types::NeighborAdvert.0;
+    icmp[1] = 0;
+    icmp[4] = NA_FLAG_OVERRIDE | if solicited { NA_FLAG_SOLICITED } else { 0 };
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = NDP_OPTION_TARGET_LINK_ADDRESS;
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&our_mac.octets());
+    let checksum = Icmpv6Packet::new(icmp)
+        .map(|p| pnet_packet::icmpv6::checksum(&p, &our_link_local, &to.1))
+        .unwrap_or(0);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// The answer to a solicitation for an address this node announces: unicast, solicited, to
+/// the asker; or, for duplicate address detection, to all nodes (RFC 4861 §7.2.4).
+pub fn answer_solicitation(
+    our_mac: MacAddr,
+    our_link_local: Ipv6Addr,
+    reply_mac: MacAddr,
+    source_ip: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Vec<u8> {
+    if source_ip.is_unspecified() {
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        neighbor_advertisement(
+            our_mac,
+            our_link_local,
+            target,
+            (multicast_mac(all_nodes), all_nodes),
+            false,
+        )
+    } else {
+        neighbor_advertisement(
+            our_mac,
+            our_link_local,
+            target,
+            (reply_mac, source_ip),
+            true,
+        )
+    }
+}
+
+/// The unsolicited advertisement sent on taking an address over, to all nodes.
+pub fn unsolicited_advertisement(
+    our_mac: MacAddr,
+    our_link_local: Ipv6Addr,
+    target: Ipv6Addr,
+) -> Vec<u8> {
+    let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    neighbor_advertisement(
+        our_mac,
+        our_link_local,
+        target,
+        (multicast_mac(all_nodes), all_nodes),
+        false,
+    )
+}
+
+/// A Neighbor Solicitation, as a host sends it: what tests and the lab ask with.
+pub fn neighbor_solicitation(asker_mac: MacAddr, asker_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let group = solicited_node(target);
+    let with_option = !asker_ip.is_unspecified();
+    let icmp_length = NDP_BODY + if with_option { 8 } else { 0 };
+    let mut frame = vec![0u8; ETHERNET_HEADER + IPV6_HEADER + icmp_length];
+    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
+        ethernet.set_destination(multicast_mac(group));
+        ethernet.set_source(asker_mac);
+        ethernet.set_ethertype(EtherTypes::Ipv6);
+    }
+    if let Some(mut ip) = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER..]) {
+        ip.set_version(6);
+        ip.set_payload_length(icmp_length as u16);
+        ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
+        ip.set_hop_limit(255);
+        ip.set_source(asker_ip);
+        ip.set_destination(group);
+    }
+    let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
+    icmp[0] = Icmpv6Types::NeighborSolicit.0;
+    icmp[8..24].copy_from_slice(&target.octets());
+    if with_option {
+        icmp[24] = NDP_OPTION_SOURCE_LINK_ADDRESS;
+        icmp[25] = 1;
+        icmp[26..32].copy_from_slice(&asker_mac.octets());
+    }
+    let checksum = Icmpv6Packet::new(icmp)
+        .map(|p| pnet_packet::icmpv6::checksum(&p, &asker_ip, &group))
+        .unwrap_or(0);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
+/// An ARP request, as a host sends it.
+pub fn arp_request(asker_mac: MacAddr, asker_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    arp_frame(
+        ArpOperations::Request,
+        MacAddr::broadcast(),
+        (asker_mac, asker_ip),
+        (MacAddr::zero(), target),
+    )
+}
+
+/// What an answer frame says: (sender MAC, address it claims, whether it is an unsolicited
+/// announcement). For tests and the lab, which check what the speakers sent.
+pub fn read_announcement(frame: &[u8]) -> Option<(MacAddr, std::net::IpAddr, bool)> {
+    let ethernet = EthernetPacket::new(frame)?;
+    match ethernet.get_ethertype() {
+        EtherTypes::Arp => {
+            let arp = ArpPacket::new(ethernet.payload())?;
+            let gratuitous = arp.get_sender_proto_addr() == arp.get_target_proto_addr();
+            Some((
+                arp.get_sender_hw_addr(),
+                arp.get_sender_proto_addr().into(),
+                gratuitous,
+            ))
+        }
+        EtherTypes::Ipv6 => {
+            let ip = Ipv6Packet::new(ethernet.payload())?;
+            let icmp = ip.payload();
+            if ip.get_next_header() != IpNextHeaderProtocols::Icmpv6
+                || icmp.first() != Some(&Icmpv6Types::NeighborAdvert.0)
+                || icmp.len() < NDP_BODY
+            {
+                return None;
+            }
+            let target = Ipv6Addr::from(<[u8; 16]>::try_from(&icmp[8..24]).ok()?);
+            let solicited = icmp[4] & NA_FLAG_SOLICITED != 0;
+            Some((ethernet.get_source(), target.into(), !solicited))
+        }
+        _ => None,
+    }
+}
