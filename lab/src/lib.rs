@@ -1,3 +1,4 @@
 //! ferrolb's lab: an emulated Kubernetes API server for tests and the local demo.
 
 pub mod apiserver;
+pub mod netns;

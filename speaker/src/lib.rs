@@ -5,3 +5,4 @@
 
 pub mod election;
 pub mod packet;
+pub mod responder;

@@ -254,10 +254,11 @@ pub fn gratuitous_arp(our_mac: MacAddr, ip: Ipv4Addr) -> [Vec<u8>; 2] {
 }
 
 /// A Neighbor Advertisement for `target` at `our_mac`, always with the override flag (the
-/// address moves between nodes, so caches must take the new MAC at once).
+/// address moves between nodes, so caches must take the new MAC at once). Its source is the
+/// target itself, as Linux sends for its own addresses: some hosts' tools (ndisc6) accept an
+/// answer only from the address they asked about.
 pub fn neighbor_advertisement(
     our_mac: MacAddr,
-    our_link_local: Ipv6Addr,
     target: Ipv6Addr,
     to: (MacAddr, Ipv6Addr),
     solicited: bool,
@@ -275,7 +276,7 @@ pub fn neighbor_advertisement(
         ip.set_payload_length(icmp_length as u16);
         ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
         ip.set_hop_limit(255);
-        ip.set_source(our_link_local);
+        ip.set_source(target);
         ip.set_destination(to.1);
     }
     let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
@@ -287,7 +288,7 @@ pub fn neighbor_advertisement(
     icmp[25] = 1;
     icmp[26..32].copy_from_slice(&our_mac.octets());
     let checksum = Icmpv6Packet::new(icmp)
-        .map(|p| pnet_packet::icmpv6::checksum(&p, &our_link_local, &to.1))
+        .map(|p| pnet_packet::icmpv6::checksum(&p, &target, &to.1))
         .unwrap_or(0);
     icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
     frame
@@ -297,7 +298,6 @@ pub fn neighbor_advertisement(
 /// the asker; or, for duplicate address detection, to all nodes (RFC 4861 §7.2.4).
 pub fn answer_solicitation(
     our_mac: MacAddr,
-    our_link_local: Ipv6Addr,
     reply_mac: MacAddr,
     source_ip: Ipv6Addr,
     target: Ipv6Addr,
@@ -306,32 +306,20 @@ pub fn answer_solicitation(
         let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
         neighbor_advertisement(
             our_mac,
-            our_link_local,
             target,
             (multicast_mac(all_nodes), all_nodes),
             false,
         )
     } else {
-        neighbor_advertisement(
-            our_mac,
-            our_link_local,
-            target,
-            (reply_mac, source_ip),
-            true,
-        )
+        neighbor_advertisement(our_mac, target, (reply_mac, source_ip), true)
     }
 }
 
 /// The unsolicited advertisement sent on taking an address over, to all nodes.
-pub fn unsolicited_advertisement(
-    our_mac: MacAddr,
-    our_link_local: Ipv6Addr,
-    target: Ipv6Addr,
-) -> Vec<u8> {
+pub fn unsolicited_advertisement(our_mac: MacAddr, target: Ipv6Addr) -> Vec<u8> {
     let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
     neighbor_advertisement(
         our_mac,
-        our_link_local,
         target,
         (multicast_mac(all_nodes), all_nodes),
         false,

@@ -15,10 +15,6 @@ use proptest::prelude::*;
 const CLIENT: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x01);
 const NODE: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x0a);
 
-fn link_local() -> Ipv6Addr {
-    "fe80::a".parse().unwrap()
-}
-
 #[test]
 fn an_arp_request_is_a_question_and_the_reply_answers_it() {
     let asker: Ipv4Addr = "192.168.117.1".parse().unwrap();
@@ -79,7 +75,7 @@ fn a_neighbor_solicitation_is_a_question_and_the_advertisement_answers_it() {
             target: wanted
         }
     );
-    let answer = answer_solicitation(NODE, link_local(), CLIENT, asker, wanted);
+    let answer = answer_solicitation(NODE, CLIENT, asker, wanted);
     assert_eq!(&answer[0..6], &CLIENT.octets(), "unicast to the asker");
     assert_eq!(answer[14 + 7], 255, "hop limit");
     let icmp = &answer[54..];
@@ -97,7 +93,7 @@ fn a_neighbor_solicitation_is_a_question_and_the_advertisement_answers_it() {
     zeroed[2] = 0;
     zeroed[3] = 0;
     let packet = pnet_packet::icmpv6::Icmpv6Packet::new(&zeroed).unwrap();
-    let sum = pnet_packet::icmpv6::checksum(&packet, &link_local(), &asker);
+    let sum = pnet_packet::icmpv6::checksum(&packet, &wanted, &asker);
     assert_eq!(sum.to_be_bytes(), [icmp[2], icmp[3]]);
 }
 
@@ -113,7 +109,7 @@ fn duplicate_address_detection_gets_an_answer_to_all_nodes() {
     else {
         panic!("not a solicitation")
     };
-    let answer = answer_solicitation(NODE, link_local(), reply_mac, source_ip, wanted);
+    let answer = answer_solicitation(NODE, reply_mac, source_ip, wanted);
     assert_eq!(&answer[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
     assert_eq!(answer[54 + 4], 0b0010_0000, "override, not solicited");
 }
@@ -121,7 +117,7 @@ fn duplicate_address_detection_gets_an_answer_to_all_nodes() {
 #[test]
 fn the_unsolicited_advertisement_goes_to_all_nodes() {
     let ip: Ipv6Addr = "2001:db8::100".parse().unwrap();
-    let frame = unsolicited_advertisement(NODE, link_local(), ip);
+    let frame = unsolicited_advertisement(NODE, ip);
     assert_eq!(&frame[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
     assert_eq!(
         &frame[38..54],
@@ -181,7 +177,7 @@ proptest! {
         let base = match kind {
             0 => arp_request(CLIENT, "192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()),
             1 => neighbor_solicitation(CLIENT, "2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap()),
-            _ => unsolicited_advertisement(NODE, link_local(), "2001:db8::2".parse().unwrap()),
+            _ => unsolicited_advertisement(NODE, "2001:db8::2".parse().unwrap()),
         };
         let mut frame = base[..cut.min(base.len())].to_vec();
         frame.extend(tail);

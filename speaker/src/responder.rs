@@ -1,0 +1,292 @@
+//! Answers ARP and NDP on the node's interfaces for the addresses this node announces, and
+//! announces takeovers with gratuitous ARP / unsolicited Neighbor Advertisements.
+//!
+//! One blocking thread per interface reads every frame from a raw socket (pnet datalink) and
+//! answers from the current table; the table is swapped by the speaker's reconciler. Addresses
+//! are never added to an interface: only this process answers for them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use pnet_datalink::{Channel, DataLinkSender, NetworkInterface};
+use tracing::{debug, info, warn};
+
+use crate::packet::{self, Dropped, MacAddr, Question};
+
+/// When gratuitous announcements go out after a takeover: at once, then a few more times
+/// in case the first ones were lost or a switch was still learning.
+pub const GRATUITOUS_SCHEDULE: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
+/// An interface the speaker may answer on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub mac: MacAddr,
+}
+
+/// Interfaces that can carry ARP: up, not loopback, with a MAC, broadcast-capable, and not
+/// enslaved to a bridge or bond (the master answers for them).
+pub fn eligible_interfaces() -> Vec<Interface> {
+    pnet_datalink::interfaces()
+        .into_iter()
+        .filter(|i| i.is_up() && !i.is_loopback() && i.is_broadcast())
+        .filter(|i| !std::path::Path::new(&format!("/sys/class/net/{}/master", i.name)).exists())
+        .filter_map(|i| interface_of(&i))
+        .collect()
+}
+
+fn interface_of(raw: &NetworkInterface) -> Option<Interface> {
+    let mac = raw.mac.filter(|m| *m != MacAddr::zero())?;
+    Some(Interface {
+        name: raw.name.clone(),
+        mac,
+    })
+}
+
+/// What the responder did, for metrics.
+#[derive(Default)]
+pub struct Counters {
+    pub arp_requests: AtomicU64,
+    pub ndp_solicitations: AtomicU64,
+    pub responses: AtomicU64,
+    pub gratuitous: AtomicU64,
+    dropped: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Counters {
+    fn drop_frame(&self, reason: Dropped) {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        *dropped.entry(reason.label()).or_default() += 1;
+    }
+
+    /// Frames dropped, by reason.
+    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
+        let dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<_> = dropped.iter().map(|(k, v)| (*k, *v)).collect();
+        all.sort();
+        all
+    }
+}
+
+/// The addresses announced on each interface.
+pub type Table = HashMap<String, BTreeSet<IpAddr>>;
+
+struct Port {
+    interface: Interface,
+    sender: Mutex<Box<dyn DataLinkSender>>,
+}
+
+impl Port {
+    fn send(&self, frame: &[u8]) -> bool {
+        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        match sender.send_to(frame, None) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                warn!(interface = %self.interface.name, error = %e, "could not send a frame");
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// The running responder.
+pub struct Responder {
+    table: Arc<RwLock<Table>>,
+    ports: HashMap<String, Arc<Port>>,
+    pub counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Responder {
+    /// Opens a raw socket on each interface and starts answering (nothing, until a table is
+    /// set).
+    pub fn start(interfaces: Vec<Interface>) -> anyhow::Result<Self> {
+        let table: Arc<RwLock<Table>> = Arc::default();
+        let counters: Arc<Counters> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let raw_interfaces = pnet_datalink::interfaces();
+        let mut ports = HashMap::new();
+        for interface in interfaces {
+            let Some(raw) = raw_interfaces.iter().find(|r| r.name == interface.name) else {
+                warn!(interface = %interface.name, "interface vanished before it was opened");
+                continue;
+            };
+            let config = pnet_datalink::Config {
+                // Lets the thread notice `stop` without a frame arriving.
+                read_timeout: Some(Duration::from_millis(200)),
+                ..Default::default()
+            };
+            let (sender, mut receiver) = match pnet_datalink::channel(raw, config) {
+                Ok(Channel::Ethernet(tx, rx)) => (tx, rx),
+                Ok(_) => anyhow::bail!("{}: not an Ethernet interface", interface.name),
+                Err(e) => anyhow::bail!(
+                    "cannot open a raw socket on {}: {e} (the speaker needs CAP_NET_RAW)",
+                    interface.name
+                ),
+            };
+            let port = Arc::new(Port {
+                interface: interface.clone(),
+                sender: Mutex::new(sender),
+            });
+            ports.insert(interface.name.clone(), port.clone());
+            let (table, counters, stop) = (table.clone(), counters.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("answer-{}", interface.name))
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match receiver.next() {
+                            Ok(frame) => answer(&port, frame, &table, &counters),
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e) => {
+                                warn!(interface = %port.interface.name, error = %e, "receive failed");
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                        }
+                    }
+                })?;
+            info!(interface = %interface.name, mac = %interface.mac, "answering ARP/NDP");
+        }
+        Ok(Responder {
+            table,
+            ports,
+            counters,
+            stop,
+        })
+    }
+
+    pub fn interfaces(&self) -> Vec<Interface> {
+        self.ports.values().map(|p| p.interface.clone()).collect()
+    }
+
+    /// Replaces what is announced. Answering for dropped addresses stops at once; new ones
+    /// are announced gratuitously (at once, and again over the next seconds).
+    pub fn set_table(&self, next: Table) {
+        let before = {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *table, next.clone())
+        };
+        for (name, addresses) in &next {
+            let Some(port) = self.ports.get(name) else {
+                continue;
+            };
+            let old = before.get(name);
+            let gained: Vec<IpAddr> = addresses
+                .iter()
+                .filter(|ip| !old.is_some_and(|o| o.contains(ip)))
+                .copied()
+                .collect();
+            for ip in gained {
+                info!(interface = %name, address = %ip, "announcing");
+                self.announce(port.clone(), ip);
+            }
+        }
+        for (name, addresses) in &before {
+            for ip in addresses {
+                if !next.get(name).is_some_and(|n| n.contains(ip)) {
+                    info!(interface = %name, address = %ip, "no longer announcing");
+                }
+            }
+        }
+    }
+
+    fn announce(&self, port: Arc<Port>, ip: IpAddr) {
+        let (table, counters) = (self.table.clone(), self.counters.clone());
+        // A short-lived thread: the schedule is a few seconds long and takeovers are rare.
+        let spawned = std::thread::Builder::new()
+            .name("gratuitous".into())
+            .spawn(move || {
+                let mut waited = Duration::ZERO;
+                for at in GRATUITOUS_SCHEDULE {
+                    std::thread::sleep(at.saturating_sub(waited));
+                    waited = at;
+                    let still_ours = {
+                        let table = table.read().unwrap_or_else(|e| e.into_inner());
+                        table
+                            .get(&port.interface.name)
+                            .is_some_and(|a| a.contains(&ip))
+                    };
+                    // Losing the address ends the schedule. (Lost and regained between two
+                    // steps, two schedules overlap: a few extra announcements, no harm.)
+                    if !still_ours {
+                        return;
+                    }
+                    for frame in gratuitous_frames(&port.interface, ip) {
+                        if port.send(&frame) {
+                            counters.gratuitous.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "could not start gratuitous announcements");
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn gratuitous_frames(interface: &Interface, ip: IpAddr) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(v4) => packet::gratuitous_arp(interface.mac, v4).into(),
+        IpAddr::V6(v6) => vec![packet::unsolicited_advertisement(interface.mac, v6)],
+    }
+}
+
+fn answer(port: &Port, frame: &[u8], table: &RwLock<Table>, counters: &Counters) {
+    // The socket also sees what this node sends.
+    if frame.get(6..12) == Some(&port.interface.mac.octets()[..]) {
+        return;
+    }
+    let question = match packet::parse(frame) {
+        Ok(question) => question,
+        // Most frames on a segment are ordinary traffic, not address resolution: those are
+        // not "dropped", just not ours to look at.
+        Err(Dropped::OtherProtocol | Dropped::NotSolicitation) => return,
+        Err(reason) => {
+            counters.drop_frame(reason);
+            return;
+        }
+    };
+    match question {
+        Question::Arp { .. } => counters.arp_requests.fetch_add(1, Ordering::Relaxed),
+        Question::Neighbor { .. } => counters.ndp_solicitations.fetch_add(1, Ordering::Relaxed),
+    };
+    let owned = {
+        let table = table.read().unwrap_or_else(|e| e.into_inner());
+        table
+            .get(&port.interface.name)
+            .is_some_and(|a| a.contains(&question.target()))
+    };
+    if !owned {
+        return;
+    }
+    let reply = match question {
+        Question::Arp {
+            sender_mac,
+            sender_ip,
+            target,
+        } => packet::arp_reply(port.interface.mac, target, sender_mac, sender_ip),
+        Question::Neighbor {
+            reply_mac,
+            source_ip,
+            target,
+        } => packet::answer_solicitation(port.interface.mac, reply_mac, source_ip, target),
+    };
+    if port.send(&reply) {
+        counters.responses.fetch_add(1, Ordering::Relaxed);
+        debug!(interface = %port.interface.name, address = %question.target(), "answered");
+    }
+}
