@@ -3,6 +3,7 @@
 //! Pure logic (`election`, `packet`) is kept apart from the I/O that feeds it, so that it is
 //! tested without a cluster or a network.
 
+pub mod announce_policy;
 pub mod election;
 pub mod packet;
 pub mod responder;

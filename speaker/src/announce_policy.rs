@@ -1,0 +1,195 @@
+//! Which nodes may announce a Service's address, on which interfaces, and with what
+//! preference: MetalLB 0.16's L2 rules, as pure functions of the cluster's objects (already
+//! read into the plain types below by the speaker's reconciler).
+//!
+//! - An address is announced only if an L2Advertisement covers its pool (`ipAddressPools`,
+//!   `ipAddressPoolSelectors`; neither: every pool) and the Service (`serviceSelectors`).
+//! - Only from nodes one of those advertisements selects (`nodeSelectors`; none: every node),
+//!   never from nodes labelled `node.kubernetes.io/exclude-from-external-load-balancers` or
+//!   whose NetworkUnavailable condition is True.
+//! - Only while the Service has a serving endpoint; with `externalTrafficPolicy: Local`,
+//!   only from nodes hosting one.
+//! - On the advertisements' `interfaces` (any advertisement without a list: every eligible
+//!   interface).
+//! - Preference: the summed weights of the `preferredNodeSelectors` terms a node matches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_crds::L2Advertisement;
+use ferrolb_crds::label_selector::{matches, matches_any};
+use ferrolb_crds::pool_address::AddressRange;
+
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: Labels,
+    pub network_unavailable: bool,
+}
+
+impl NodeInfo {
+    /// Whether the node may announce anything at all.
+    pub fn eligible(&self) -> bool {
+        !self.labels.contains_key(EXCLUDE_LABEL) && !self.network_unavailable
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PoolInfo {
+    pub name: String,
+    pub labels: Labels,
+    pub ranges: Vec<AddressRange>,
+}
+
+impl PoolInfo {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    /// Addresses in `status.loadBalancer.ingress`.
+    pub ips: Vec<IpAddr>,
+    /// `metallb.io/ip-allocated-from-pool`, when set.
+    pub pool: Option<String>,
+    pub local_traffic_policy: bool,
+    /// Nodes hosting a serving endpoint.
+    pub endpoint_nodes: BTreeSet<String>,
+    /// Any serving endpoint at all (some have no node name).
+    pub has_serving_endpoint: bool,
+}
+
+/// Where an address may be announced from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub ip: IpAddr,
+    /// Candidate nodes and their preference.
+    pub candidates: BTreeMap<String, u32>,
+    /// Per candidate: the interfaces to answer on (`None`: every eligible interface).
+    pub interfaces: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+/// The pool an address belongs to: the one the controller recorded, if it contains it, else
+/// the first by name that does.
+pub fn pool_of<'a>(
+    ip: IpAddr,
+    service: &ServiceInfo,
+    pools: &'a [PoolInfo],
+) -> Option<&'a PoolInfo> {
+    service
+        .pool
+        .as_ref()
+        .and_then(|name| pools.iter().find(|p| &p.name == name && p.contains(ip)))
+        .or_else(|| {
+            let mut containing: Vec<&PoolInfo> = pools.iter().filter(|p| p.contains(ip)).collect();
+            containing.sort_by(|a, b| a.name.cmp(&b.name));
+            containing.first().copied()
+        })
+}
+
+/// Whether an advertisement covers a pool and a Service. An invalid selector matches
+/// nothing: announcing too little is safer than announcing from the wrong nodes.
+pub fn covers(advertisement: &L2Advertisement, pool: &PoolInfo, service: &ServiceInfo) -> bool {
+    let Some(spec) = &advertisement.spec else {
+        return true;
+    };
+    let names = spec.ip_address_pools.as_deref().unwrap_or_default();
+    let selectors = spec
+        .ip_address_pool_selectors
+        .as_deref()
+        .unwrap_or_default();
+    let pool_covered = (names.is_empty() && selectors.is_empty())
+        || names.contains(&pool.name)
+        || matches_any(selectors, &pool.labels).unwrap_or(false);
+    let services = spec.service_selectors.as_deref().unwrap_or_default();
+    let service_covered =
+        services.is_empty() || matches_any(services, &service.labels).unwrap_or(false);
+    pool_covered && service_covered
+}
+
+fn selects_node(advertisement: &L2Advertisement, node: &NodeInfo) -> bool {
+    let selectors = advertisement
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_selectors.as_deref())
+        .unwrap_or_default();
+    selectors.is_empty() || matches_any(selectors, &node.labels).unwrap_or(false)
+}
+
+fn preference(advertisement: &L2Advertisement, node: &NodeInfo) -> u32 {
+    advertisement
+        .spec
+        .as_ref()
+        .and_then(|s| s.preferred_node_selectors.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter(|term| matches(&term.preference, &node.labels).unwrap_or(false))
+        .map(|term| u32::try_from(term.weight).unwrap_or(0))
+        .sum()
+}
+
+/// Where each of a Service's addresses may be announced from; addresses no advertisement
+/// covers, or that no node may announce, are left out.
+pub fn plan(
+    service: &ServiceInfo,
+    pools: &[PoolInfo],
+    advertisements: &[L2Advertisement],
+    nodes: &[NodeInfo],
+) -> Vec<Plan> {
+    if !service.has_serving_endpoint {
+        return Vec::new();
+    }
+    let mut plans = Vec::new();
+    for ip in &service.ips {
+        let Some(pool) = pool_of(*ip, service, pools) else {
+            continue;
+        };
+        let covering: Vec<&L2Advertisement> = advertisements
+            .iter()
+            .filter(|a| covers(a, pool, service))
+            .collect();
+        let mut plan = Plan {
+            ip: *ip,
+            candidates: BTreeMap::new(),
+            interfaces: BTreeMap::new(),
+        };
+        for node in nodes.iter().filter(|n| n.eligible()) {
+            if service.local_traffic_policy && !service.endpoint_nodes.contains(&node.name) {
+                continue;
+            }
+            let selecting: Vec<&&L2Advertisement> =
+                covering.iter().filter(|a| selects_node(a, node)).collect();
+            if selecting.is_empty() {
+                continue;
+            }
+            let weight = selecting.iter().map(|a| preference(a, node)).sum();
+            let mut interfaces = Some(BTreeSet::new());
+            for advertisement in &selecting {
+                let listed = advertisement
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.interfaces.as_deref())
+                    .unwrap_or_default();
+                match (&mut interfaces, listed.is_empty()) {
+                    (_, true) => interfaces = None,
+                    (Some(set), false) => set.extend(listed.iter().cloned()),
+                    (None, false) => {}
+                }
+            }
+            plan.candidates.insert(node.name.clone(), weight);
+            plan.interfaces.insert(node.name.clone(), interfaces);
+        }
+        if !plan.candidates.is_empty() {
+            plans.push(plan);
+        }
+    }
+    plans
+}
