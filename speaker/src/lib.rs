@@ -5,5 +5,6 @@
 
 pub mod announce_policy;
 pub mod election;
+pub mod membership;
 pub mod packet;
 pub mod responder;
