@@ -8,3 +8,4 @@ pub mod election;
 pub mod membership;
 pub mod packet;
 pub mod responder;
+pub mod runtime;

@@ -1,6 +1,13 @@
 //! ferrolb-speaker: answers ARP/NDP for the LoadBalancer IPs its node is elected to announce.
 
+use std::net::{IpAddr, SocketAddr};
+
 use clap::Parser;
+use ferrolb_speaker::membership::{Membership, Timing};
+use ferrolb_speaker::responder::{Responder, eligible_interfaces};
+use ferrolb_speaker::runtime::{Config, run};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
 
 /// Announces LoadBalancer IPs on the node's layer 2 segment.
 #[derive(Parser, Debug)]
@@ -12,6 +19,9 @@ struct Args {
     /// Namespace holding the IPAddressPool and L2Advertisement objects.
     #[arg(long, env = "METALLB_NAMESPACE", default_value = ferrolb_crds::DEFAULT_NAMESPACE)]
     namespace: String,
+    /// Announce Services of this loadBalancerClass; without it, only Services with no class.
+    #[arg(long)]
+    lb_class: Option<String>,
     /// Address serving /healthz, /readyz and /metrics (":PORT" listens on every address).
     #[arg(long, default_value = ":7473")]
     health_addr: String,
@@ -20,12 +30,79 @@ struct Args {
     gossip_port: u16,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
+async fn shutdown_requested() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "ferrolb-speaker {} (node {}, namespace {}): announcing is not part of this build yet",
-        env!("CARGO_PKG_VERSION"),
-        args.node_name,
-        args.namespace
-    )
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    tracing::info!(node = %args.node_name, namespace = %args.namespace, "ferrolb-speaker starting");
+
+    let client = kube::Client::try_default().await?;
+    // The others reach this speaker at its Node's InternalIP.
+    let node = Api::<Node>::all(client.clone())
+        .get(&args.node_name)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading Node {}: {e}", args.node_name))?;
+    let internal_ip: Option<IpAddr> = node
+        .status
+        .and_then(|s| s.addresses)
+        .and_then(|a| a.into_iter().find(|a| a.type_ == "InternalIP"))
+        .and_then(|a| a.address.parse().ok());
+    let Some(internal_ip) = internal_ip else {
+        anyhow::bail!(
+            "Node {} has no InternalIP address to gossip from",
+            args.node_name
+        );
+    };
+    let advertise = SocketAddr::new(internal_ip, args.gossip_port);
+    let bind = SocketAddr::new(
+        match internal_ip {
+            IpAddr::V4(_) => IpAddr::from([0u8; 4]),
+            IpAddr::V6(_) => IpAddr::from([0u16; 8]),
+        },
+        args.gossip_port,
+    );
+    let membership =
+        Membership::start(&args.node_name, bind, Some(advertise), Timing::default(), 3).await?;
+    let interfaces = eligible_interfaces();
+    if interfaces.is_empty() {
+        anyhow::bail!("no interface can carry ARP on this node (up, broadcast, not enslaved)");
+    }
+    let responder = Responder::start(interfaces)?;
+    let config = Config {
+        node_name: args.node_name,
+        namespace: args.namespace,
+        lb_class: args.lb_class,
+        gossip_port: args.gossip_port,
+    };
+    let leave = membership.leave_handle();
+    tokio::select! {
+        result = run(client, config, responder, membership) => result,
+        () = shutdown_requested() => {
+            tracing::info!("stopping: leaving the gossip cluster so peers take over now");
+            leave.leave().await;
+            Ok(())
+        }
+    }
 }

@@ -256,6 +256,36 @@ impl Membership {
     pub fn leave(&self) {
         let _ = self.inputs.send(Input::Leave);
     }
+
+    /// A handle that can leave after the membership itself has moved elsewhere.
+    pub fn leave_handle(&self) -> LeaveHandle {
+        LeaveHandle {
+            inputs: self.inputs.clone(),
+            alive: self.alive.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LeaveHandle {
+    inputs: mpsc::UnboundedSender<Input>,
+    alive: watch::Receiver<BTreeSet<String>>,
+}
+
+impl LeaveHandle {
+    /// Leaves and waits (at most a second) until the goodbye is sent.
+    pub async fn leave(&self) {
+        let _ = self.inputs.send(Input::Leave);
+        let mut alive = self.alive.clone();
+        let sent = async {
+            while !alive.borrow_and_update().is_empty() {
+                if alive.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
+    }
 }
 
 async fn flush(socket: &UdpSocket, runtime: &mut foca::AccumulatingRuntime<Peer>) {
