@@ -1,12 +1,7 @@
 //! `/healthz`, `/readyz` and Prometheus `/metrics` for the controller.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -121,47 +116,14 @@ impl Health {
     }
 }
 
-/// Parses `:PORT` (every address) or `ADDR:PORT`.
-pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
-    let full = match addr.strip_prefix(':') {
-        Some(port) => format!("0.0.0.0:{port}"),
-        None => addr.to_string(),
-    };
-    Ok(full.parse()?)
-}
+impl ferrolb_ops::Probe for Health {
+    fn is_ready(&self) -> bool {
+        Health::is_ready(self)
+    }
 
-/// Serves the endpoints until the process ends.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
-    let app = axum::Router::new()
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            axum::routing::get(|State(health): State<Arc<Health>>| async move {
-                if health.is_ready() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not synced yet")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            axum::routing::get(|State(health): State<Arc<Health>>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    health.encode(),
-                )
-                    .into_response()
-            }),
-        )
-        .with_state(health);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving health and metrics");
-    axum::serve(listener, app).await?;
-    Ok(())
+    fn metrics_text(&self) -> String {
+        self.encode()
+    }
 }
 
 #[cfg(test)]
@@ -193,18 +155,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# EOF"));
-    }
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(
-            parse_listen(":7472").unwrap(),
-            "0.0.0.0:7472".parse().unwrap()
-        );
-        assert_eq!(
-            parse_listen("127.0.0.1:0").unwrap(),
-            "127.0.0.1:0".parse().unwrap()
-        );
-        assert!(parse_listen("nonsense").is_err());
     }
 }

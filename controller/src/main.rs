@@ -3,7 +3,7 @@
 use clap::Parser;
 use std::sync::Arc;
 
-use ferrolb_controller::health::{self, Health};
+use ferrolb_controller::health::Health;
 use ferrolb_controller::leader::{Elector, Timing};
 use ferrolb_controller::runtime::{Config, run};
 
@@ -49,17 +49,11 @@ async fn shutdown_requested() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ferrolb_ops::init_logging();
     let args = Args::parse();
     let health = Arc::new(Health::new());
-    let health_addr = health::parse_listen(&args.health_addr)?;
-    let server = tokio::spawn(health::serve(health_addr, health.clone()));
+    let health_addr = ferrolb_ops::parse_listen(&args.health_addr)?;
+    let server = tokio::spawn(ferrolb_ops::serve(health_addr, health.clone()));
     let client = kube::Client::try_default().await?;
     let config = Config {
         namespace: args.namespace,

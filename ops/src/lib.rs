@@ -1,0 +1,93 @@
+//! What every long-running ferrolb component shares: its logging setup and the HTTP server
+//! of `/healthz`, `/readyz` and Prometheus `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+/// Structured logs on stderr, filtered by `RUST_LOG` (default `info`); no colours when
+/// `NO_COLOR` is set (log collectors, tests).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// What the health server asks a component.
+pub trait Probe: Send + Sync + 'static {
+    /// Whether it does its job yet (caches filled, state restored...).
+    fn is_ready(&self) -> bool;
+    /// Its metrics in the Prometheus/OpenMetrics text format.
+    fn metrics_text(&self) -> String;
+}
+
+/// Parses `:PORT` (every address) or `ADDR:PORT`.
+pub fn parse_listen(addr: &str) -> anyhow::Result<SocketAddr> {
+    let full = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_string(),
+    };
+    Ok(full.parse()?)
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` until the process ends; logs the address
+/// it listens on ("serving health and metrics addr=...").
+pub async fn serve<P: Probe>(addr: SocketAddr, probe: Arc<P>) -> anyhow::Result<()> {
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|State(probe): State<Arc<P>>| async move {
+                if probe.is_ready() {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready yet")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(|State(probe): State<Arc<P>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    probe.metrics_text(),
+                )
+                    .into_response()
+            }),
+        )
+        .with_state(probe);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving health and metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen(":7472").unwrap(),
+            "0.0.0.0:7472".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert!(parse_listen("nonsense").is_err());
+    }
+}
