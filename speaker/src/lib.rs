@@ -5,6 +5,7 @@
 
 pub mod announce_policy;
 pub mod election;
+pub mod health;
 pub mod membership;
 pub mod packet;
 pub mod responder;

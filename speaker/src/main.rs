@@ -2,7 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use std::sync::Arc;
+
 use clap::Parser;
+use ferrolb_speaker::health::Health;
 use ferrolb_speaker::membership::{Membership, Timing};
 use ferrolb_speaker::responder::{Responder, eligible_interfaces};
 use ferrolb_speaker::runtime::{Config, run};
@@ -49,13 +52,8 @@ async fn shutdown_requested() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
-        .init();
+    ferrolb_ops::init_logging();
+    let health_addr = ferrolb_ops::parse_listen(&args.health_addr)?;
     tracing::info!(node = %args.node_name, namespace = %args.namespace, "ferrolb-speaker starting");
 
     let client = kube::Client::try_default().await?;
@@ -90,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("no interface can carry ARP on this node (up, broadcast, not enslaved)");
     }
     let responder = Responder::start(interfaces)?;
+    let health = Arc::new(Health::new(&responder.counters));
+    let server = tokio::spawn(ferrolb_ops::serve(health_addr, health.clone()));
     let config = Config {
         node_name: args.node_name,
         namespace: args.namespace,
@@ -98,7 +98,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let leave = membership.leave_handle();
     tokio::select! {
-        result = run(client, config, responder, membership) => result,
+        result = run(client, config, responder, membership, health) => result,
+        served = server => Err(match served {
+            Ok(Err(e)) => e.context("the health server stopped"),
+            _ => anyhow::anyhow!("the health server stopped"),
+        }),
         () = shutdown_requested() => {
             tracing::info!("stopping: leaving the gossip cluster so peers take over now");
             leave.leave().await;

@@ -7,11 +7,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use pnet_datalink::{Channel, DataLinkSender, NetworkInterface};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tracing::{debug, info, warn};
 
 use crate::packet::{self, Dropped, MacAddr, Question};
@@ -51,28 +54,37 @@ fn interface_of(raw: &NetworkInterface) -> Option<Interface> {
     })
 }
 
-/// What the responder did, for metrics.
-#[derive(Default)]
+/// What the responder did; registered as Prometheus metrics by the speaker's health module.
+#[derive(Default, Clone)]
 pub struct Counters {
-    pub arp_requests: AtomicU64,
-    pub ndp_solicitations: AtomicU64,
-    pub responses: AtomicU64,
-    pub gratuitous: AtomicU64,
-    dropped: Mutex<HashMap<&'static str, u64>>,
+    pub arp_requests: Counter,
+    pub ndp_solicitations: Counter,
+    pub responses: Counter,
+    pub gratuitous: Counter,
+    pub dropped: Family<DropLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
 }
 
 impl Counters {
     fn drop_frame(&self, reason: Dropped) {
-        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
-        *dropped.entry(reason.label()).or_default() += 1;
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.label().to_string(),
+            })
+            .inc();
     }
 
-    /// Frames dropped, by reason.
-    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
-        let dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
-        let mut all: Vec<_> = dropped.iter().map(|(k, v)| (*k, *v)).collect();
-        all.sort();
-        all
+    /// Frames dropped for one reason (a [`Dropped::label`]).
+    pub fn dropped_count(&self, reason: &str) -> u64 {
+        self.dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_string(),
+            })
+            .get()
     }
 }
 
@@ -221,7 +233,7 @@ impl Responder {
                     }
                     for frame in gratuitous_frames(&port.interface, ip) {
                         if port.send(&frame) {
-                            counters.gratuitous.fetch_add(1, Ordering::Relaxed);
+                            counters.gratuitous.inc();
                         }
                     }
                 }
@@ -261,8 +273,8 @@ fn answer(port: &Port, frame: &[u8], table: &RwLock<Table>, counters: &Counters)
         }
     };
     match question {
-        Question::Arp { .. } => counters.arp_requests.fetch_add(1, Ordering::Relaxed),
-        Question::Neighbor { .. } => counters.ndp_solicitations.fetch_add(1, Ordering::Relaxed),
+        Question::Arp { .. } => counters.arp_requests.inc(),
+        Question::Neighbor { .. } => counters.ndp_solicitations.inc(),
     };
     let owned = {
         let table = table.read().unwrap_or_else(|e| e.into_inner());
@@ -286,7 +298,7 @@ fn answer(port: &Port, frame: &[u8], table: &RwLock<Table>, counters: &Counters)
         } => packet::answer_solicitation(port.interface.mac, reply_mac, source_ip, target),
     };
     if port.send(&reply) {
-        counters.responses.fetch_add(1, Ordering::Relaxed);
+        counters.responses.inc();
         debug!(interface = %port.interface.name, address = %question.target(), "answered");
     }
 }

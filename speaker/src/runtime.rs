@@ -247,6 +247,7 @@ pub async fn run(
     config: Config,
     responder: Responder,
     membership: crate::membership::Membership,
+    health: Arc<crate::health::Health>,
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
     let (api_ok_tx, mut api_ok) = watch::channel(true);
@@ -355,6 +356,8 @@ pub async fn run(
             nodes: nodes.state().iter().map(|n| node_info(n)).collect(),
         };
         let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces);
+        health.peers_alive.set(live.len() as i64);
+        health.fenced.set(i64::from(fenced));
         if fenced {
             if !last.table.is_empty() {
                 warn!("neither peers nor the API server reachable: stopping all announcements");
@@ -368,7 +371,10 @@ pub async fn run(
                 }
             }
             responder.set_table(decision.table.clone());
+            let announced: BTreeSet<&IpAddr> = decision.table.values().flatten().collect();
+            health.announced.set(announced.len() as i64);
             last = decision;
         }
+        health.set_ready();
     }
 }

@@ -62,6 +62,20 @@ impl Speaker {
         Speaker { child, log }
     }
 
+    /// `/metrics` of this speaker, fetched from inside its namespace.
+    fn metrics(&self, netns: &Netns) -> String {
+        let addr = poll("the speaker serves metrics", 30, || {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .find(|l| l.contains("serving health and metrics"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_string())
+        });
+        netns
+            .run("curl", &["-sf", &format!("http://{addr}/metrics")])
+            .unwrap()
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -114,6 +128,13 @@ fn poll<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T 
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 fn node_object(name: &str, ip: &str) -> serde_json::Value {
@@ -248,6 +269,21 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     assert!(
         arping(client, "192.168.117.101").is_empty(),
         "nobody answers for an unused address"
+    );
+    let owner_index = NODES.iter().position(|n| *n == v4_owner).unwrap();
+    let metrics = speakers[owner_index].metrics(segment.host(v4_owner).unwrap());
+    assert_eq!(
+        metric(&metrics, "ferrolb_speaker_peers_alive"),
+        3.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "ferrolb_speaker_responses_sent_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "ferrolb_speaker_announced_addresses") >= 1.0,
+        "{metrics}"
     );
 
     // The client listens for announcements, then the owner's speaker is killed.

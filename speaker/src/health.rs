@@ -1,0 +1,118 @@
+//! The speaker's `/readyz` state and Prometheus metrics (served by `ferrolb_ops::serve`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::responder::Counters;
+
+pub struct Health {
+    ready: AtomicBool,
+    registry: Registry,
+    /// Addresses this node answers for (counted once, whatever the number of interfaces).
+    pub announced: Gauge,
+    /// Live speakers gossip reports, this one included.
+    pub peers_alive: Gauge,
+    /// 1 while the speaker fences itself (no peer and no API server).
+    pub fenced: Gauge,
+}
+
+impl Health {
+    pub fn new(counters: &Counters) -> Self {
+        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        let (announced, peers_alive, fenced) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "arp_requests_received",
+            "ARP requests seen on the node's interfaces",
+            counters.arp_requests.clone(),
+        );
+        registry.register(
+            "ndp_solicitations_received",
+            "Neighbor Solicitations seen on the node's interfaces",
+            counters.ndp_solicitations.clone(),
+        );
+        registry.register(
+            "responses_sent",
+            "ARP replies and Neighbor Advertisements sent for owned addresses",
+            counters.responses.clone(),
+        );
+        registry.register(
+            "gratuitous_sent",
+            "Gratuitous ARP and unsolicited Neighbor Advertisements sent on takeovers",
+            counters.gratuitous.clone(),
+        );
+        registry.register(
+            "frames_dropped",
+            "ARP/NDP frames dropped as malformed or invalid, by reason",
+            counters.dropped.clone(),
+        );
+        registry.register(
+            "announced_addresses",
+            "Addresses this node answers for",
+            announced.clone(),
+        );
+        registry.register(
+            "peers_alive",
+            "Speakers alive according to gossip, this one included",
+            peers_alive.clone(),
+        );
+        registry.register(
+            "fenced",
+            "1 while announcing is stopped for lack of both peers and API server",
+            fenced.clone(),
+        );
+        Health {
+            ready: AtomicBool::new(false),
+            registry,
+            announced,
+            peers_alive,
+            fenced,
+        }
+    }
+
+    /// Ready once the caches are filled and the first plan is applied.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ferrolb_ops::Probe for Health {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use ferrolb_ops::Probe;
+
+    #[test]
+    fn metrics_are_exposed_in_prometheus_text() {
+        let counters = Counters::default();
+        let health = Health::new(&counters);
+        counters.responses.inc();
+        health.announced.set(2);
+        let text = health.metrics_text();
+        assert!(
+            text.contains("ferrolb_speaker_responses_sent_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrolb_speaker_announced_addresses 2"),
+            "{text}"
+        );
+        assert!(!health.is_ready());
+    }
+}
