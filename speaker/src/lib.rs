@@ -6,6 +6,7 @@
 pub mod announce_policy;
 pub mod election;
 pub mod health;
+pub mod l2_status;
 pub mod membership;
 pub mod packet;
 pub mod responder;

@@ -23,12 +23,16 @@ use tracing::{info, warn};
 
 use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
 use crate::election::{Candidate, elect};
+use crate::l2_status::{ServiceKey, StatusWriter};
 use crate::responder::{Responder, Table};
 
 const ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Changes arriving together are handled in one pass.
 const DEBOUNCE: Duration = Duration::from_millis(10);
+/// At start, how long to wait for the peers the Node objects name before announcing without
+/// them: announcing before gossip has met them would make several nodes answer at once.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
 /// Without the API server for this long and without any live peer, the speaker stops
 /// announcing: it cannot tell whether it is the one cut off.
 const FENCE_AFTER: Duration = Duration::from_secs(3);
@@ -97,6 +101,29 @@ pub fn decide(
         }
     }
     decision
+}
+
+/// The Services this node announces, with the interfaces it answers for them on.
+pub fn announced_services(
+    snapshot: &Snapshot,
+    decision: &Decision,
+) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+    let mut announced = BTreeMap::new();
+    for service in &snapshot.services {
+        let interfaces: BTreeSet<String> = decision
+            .table
+            .iter()
+            .filter(|(_, ips)| service.ips.iter().any(|ip| ips.contains(ip)))
+            .map(|(interface, _)| interface.clone())
+            .collect();
+        if !interfaces.is_empty() {
+            announced.insert(
+                (service.namespace.clone(), service.name.clone()),
+                interfaces,
+            );
+        }
+    }
+    announced
 }
 
 fn handled(service: &Service, lb_class: Option<&str>) -> bool {
@@ -285,12 +312,17 @@ pub async fn run(
         }
     }
     info!(node = %config.node_name, "caches filled");
+    let mut status_writer =
+        StatusWriter::new(client.clone(), &config.namespace, &config.node_name).await?;
+    let mut status_retry = false;
 
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     let mut alive = membership.alive();
     let mut joined: BTreeSet<SocketAddr> = BTreeSet::new();
     let mut api_down_since: Option<tokio::time::Instant> = None;
     let mut last = Decision::default();
+    let started = tokio::time::Instant::now();
+    let mut settled = false;
     loop {
         tokio::select! {
             () = changed.notified() => {}
@@ -305,6 +337,8 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(FENCE_AFTER), if api_down_since.is_some() => {}
+            () = tokio::time::sleep(Duration::from_secs(1)), if status_retry => {}
+            () = tokio::time::sleep_until(started + SETTLE_AT_MOST), if !settled => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
 
@@ -328,6 +362,18 @@ pub async fn run(
             (false, since) => since,
         };
         let live = alive.borrow_and_update().clone();
+        if !settled {
+            let expected = nodes
+                .state()
+                .iter()
+                .filter(|n| internal_ip(n).is_some())
+                .count();
+            settled = live.len() >= expected || started.elapsed() >= SETTLE_AT_MOST;
+            if !settled {
+                continue;
+            }
+            info!(peers = live.len(), "membership settled, announcing");
+        }
         let other_nodes = nodes
             .state()
             .iter()
@@ -364,7 +410,8 @@ pub async fn run(
             }
             decision.table.clear();
         }
-        if decision != last {
+        let changed_decision = decision != last;
+        if changed_decision {
             for (ip, owner) in &decision.owners {
                 if last.owners.get(ip) != Some(owner) {
                     info!(address = %ip, owner = %owner, "owner elected");
@@ -376,5 +423,22 @@ pub async fn run(
             last = decision;
         }
         health.set_ready();
+        if changed_decision || status_retry {
+            let announced = announced_services(&snapshot, &last);
+            let services: BTreeMap<ServiceKey, Service> = services
+                .state()
+                .iter()
+                .filter(|s| {
+                    announced.contains_key(&(s.namespace().unwrap_or_default(), s.name_any()))
+                })
+                .map(|s| {
+                    (
+                        (s.namespace().unwrap_or_default(), s.name_any()),
+                        (**s).clone(),
+                    )
+                })
+                .collect();
+            status_retry = !status_writer.sync(&announced, &services, &live).await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::process::{Child, Stdio};
@@ -135,6 +136,19 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// The nodes the ServiceL2Status objects of myapp name.
+fn status_nodes(runtime: &tokio::runtime::Runtime, admin: &kube::Client) -> BTreeSet<String> {
+    let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(admin.clone(), "metallb-system");
+    runtime
+        .block_on(api.list(&Default::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| o.status.as_ref().and_then(|s| s.service_name.as_deref()) == Some("myapp"))
+        .filter_map(|o| o.status?.node)
+        .collect()
 }
 
 fn node_object(name: &str, ip: &str) -> serde_json::Value {
@@ -277,6 +291,22 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
         3.0,
         "{metrics}"
     );
+    let expected: BTreeSet<String> = [v4_owner, v6_owner].iter().map(|n| n.to_string()).collect();
+    poll("ServiceL2Status names the announcing nodes", 30, || {
+        (status_nodes(&runtime, &admin) == expected).then_some(())
+    });
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let assigned = runtime
+        .block_on(events.list(&Default::default()))
+        .unwrap()
+        .items;
+    assert!(
+        assigned
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("nodeAssigned")
+                && e.message.as_deref().is_some_and(|m| m.contains(v4_owner))),
+        "{assigned:?}"
+    );
     assert!(
         metric(&metrics, "ferrolb_speaker_responses_sent_total") >= 1.0,
         "{metrics}"
@@ -327,6 +357,14 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     });
     assert_eq!(announced.0, new_mac, "gratuitous ARP from {new_owner}");
     assert_eq!(arping(client, "192.168.117.100"), [mac_of(new_owner)]);
+    let new_v6_owner = owner_among(&survivors, "2001:db8::100");
+    let expected: BTreeSet<String> = [new_owner, new_v6_owner]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    poll("ServiceL2Status follows the takeover", 30, || {
+        (status_nodes(&runtime, &admin) == expected).then_some(())
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     listener.join().unwrap();
     drop(speakers);
