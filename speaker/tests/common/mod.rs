@@ -1,0 +1,354 @@
+//! A three-node L2 lab in network namespaces for the speaker's end-to-end tests and its
+//! failover benchmark: the emulated API server in an "api" namespace on the bridge (as a
+//! control plane node would be), three "node" namespaces each running a speaker under
+//! `config/`'s RBAC, and a "client" namespace that asks with arping/ndisc6.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrolb_e2e::{
+    client_from_kubeconfig, create_all, folder_documents, kustomize_resources, repo_root,
+};
+use ferrolb_lab::apiserver::ApiServer;
+use ferrolb_lab::apiserver::auth::UserInfo;
+use ferrolb_lab::netns::{Netns, Segment, unique_prefix};
+use ferrolb_speaker::election::{Candidate, elect};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, Patch, PatchParams};
+use nix::sched::CloneFlags;
+use serde_json::json;
+
+pub const ADMIN_TOKEN: &str = "admin-token";
+pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+
+pub fn enter(netns: &Netns) {
+    let file = std::fs::File::open(format!("/var/run/netns/{}", netns.name)).unwrap();
+    nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// A speaker process inside a node's namespace; killed on drop. Its log is printed if the
+/// test fails.
+pub struct Speaker {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Speaker {
+    pub fn start(netns: &Netns, node: &str, kubeconfig: &std::path::Path) -> Self {
+        let mut child = netns
+            .command(env!("CARGO_BIN_EXE_ferrolb-speaker"))
+            .args(["--node-name", node, "--health-addr", "127.0.0.1:0"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        let node = node.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(format!("[{node}] {line}"));
+            }
+        });
+        Speaker { child, log }
+    }
+
+    /// `/metrics` of this speaker, fetched from inside its namespace.
+    pub fn metrics(&self, netns: &Netns) -> String {
+        let addr = poll("the speaker serves metrics", 30, || {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .find(|l| l.contains("serving health and metrics"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_string())
+        });
+        netns
+            .run("curl", &["-sf", &format!("http://{addr}/metrics")])
+            .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Speaker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            for line in self.log.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+pub fn arping(client: &Netns, ip: &str) -> Vec<String> {
+    let out = client
+        .command("arping")
+        .args(["-c", "1", "-w", "1", "-I", "eth0", ip])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| Some(l[l.find('[')? + 1..l.find(']')?].to_lowercase()))
+        .collect()
+}
+
+pub fn ndisc6(client: &Netns, ip: &str) -> Option<String> {
+    let out = client
+        .command("ndisc6")
+        .args(["-1", "-r", "1", "-w", "500", ip, "eth0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("Target link-layer address"))
+        .and_then(|l| l.split_whitespace().last())
+        .map(str::to_lowercase)
+}
+
+pub fn poll<T>(what: &str, seconds: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// The nodes the ServiceL2Status objects of myapp name.
+pub fn status_nodes(runtime: &tokio::runtime::Runtime, admin: &kube::Client) -> BTreeSet<String> {
+    let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(admin.clone(), "metallb-system");
+    runtime
+        .block_on(api.list(&Default::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| o.status.as_ref().and_then(|s| s.service_name.as_deref()) == Some("myapp"))
+        .filter_map(|o| o.status?.node)
+        .collect()
+}
+
+pub fn node_object(name: &str, ip: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+}
+
+pub struct Lab {
+    // Field order is drop order: processes and the API server go before the namespaces.
+    pub speakers: Vec<Option<Speaker>>,
+    pub server: ferrolb_lab::apiserver::RunningApiServer,
+    pub admin: kube::Client,
+    pub runtime: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+    pub macs: Vec<String>,
+    pub segment: Segment,
+}
+
+impl Lab {
+    /// Builds the lab with the seed pool and advertisement, a v6 pool and advertisement, and
+    /// `myapp` holding 192.168.117.100 and 2001:db8::100 with an endpoint on every node.
+    /// Must run on a thread of its own: the thread enters the "api" namespace.
+    pub fn start() -> Self {
+        let mut segment = Segment::create(&unique_prefix("fe")).unwrap();
+        segment.add_host("api", &["192.168.117.250/24"]).unwrap();
+        for (i, node) in NODES.iter().enumerate() {
+            segment
+                .add_host(
+                    node,
+                    &[
+                        &format!("192.168.117.{}/24", 11 + i),
+                        &format!("2001:db8::{}/64", 11 + i),
+                    ],
+                )
+                .unwrap();
+        }
+        segment
+            .add_host("client", &["192.168.117.2/24", "2001:db8::2/64"])
+            .unwrap();
+        let macs: Vec<String> = NODES
+            .iter()
+            .map(|n| segment.host(n).unwrap().mac("eth0").unwrap())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+
+        // The control plane lives in the "api" namespace: this thread's runtime, and so the API
+        // server's sockets and the test's clients, are created there.
+        enter(segment.host("api").unwrap());
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let server = runtime.block_on(async {
+            let server = ApiServer::new()
+                .start_tls("192.168.117.250:0".parse().unwrap())
+                .await
+                .unwrap();
+            server
+                .server()
+                .identities()
+                .enable(ADMIN_TOKEN, UserInfo::admin());
+            server
+                .kubeconfig(ADMIN_TOKEN)
+                .write(&dir.path().join("admin"))
+                .unwrap();
+            server
+                .service_account_kubeconfig("metallb-system", "ferrolb-speaker")
+                .write(&dir.path().join("speaker"))
+                .unwrap();
+            server
+        });
+        let admin = runtime
+            .block_on(client_from_kubeconfig(&dir.path().join("admin")))
+            .unwrap();
+        runtime.block_on(async {
+        create_all(&admin, kustomize_resources(&repo_root().join("config")).unwrap()).await.unwrap();
+        create_all(&admin, folder_documents(&repo_root().join("config/samples")).unwrap()).await.unwrap();
+        let mut objects: Vec<serde_json::Value> = NODES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| node_object(n, &format!("192.168.117.{}", 11 + i)))
+            .collect();
+        objects.push(json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "v6-pool", "namespace": "metallb-system"},
+            "spec": {"addresses": ["2001:db8::100-2001:db8::110"]}}));
+        objects.push(json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "v6", "namespace": "metallb-system"},
+            "spec": {"ipAddressPools": ["v6-pool"]}}));
+        objects.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "myapp", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "myapp"},
+                     "ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"],
+                     "ports": [{"port": 80, "protocol": "TCP"}]}}));
+        objects.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "myapp-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "myapp"}},
+            "addressType": "IPv4",
+            "endpoints": NODES.iter().enumerate().map(|(i, n)| json!({
+                "addresses": [format!("10.244.{i}.10")], "nodeName": n,
+                "conditions": {"ready": true, "serving": true}})).collect::<Vec<_>>(),
+            "ports": [{"port": 80, "protocol": "TCP"}]}));
+        create_all(&admin, objects).await.unwrap();
+        // Status is not taken on create (a subresource), as with kube-apiserver.
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin.clone());
+        for (i, node) in NODES.iter().enumerate() {
+            let status = json!({"status": node_object(node, &format!("192.168.117.{}", 11 + i))["status"]});
+            nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+        }
+        // The controller's part, done by hand: this test is about the speakers.
+        let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+        let status = json!({"status": {"loadBalancer": {"ingress": [
+            {"ip": "192.168.117.100", "ipMode": "VIP"}, {"ip": "2001:db8::100", "ipMode": "VIP"}]}}});
+        services.patch_status("myapp", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    });
+        let speakers = NODES
+            .iter()
+            .map(|n| {
+                Some(Speaker::start(
+                    segment.host(n).unwrap(),
+                    n,
+                    &dir.path().join("speaker"),
+                ))
+            })
+            .collect();
+        Lab {
+            speakers,
+            server,
+            admin,
+            runtime,
+            dir,
+            macs,
+            segment,
+        }
+    }
+
+    pub fn client(&self) -> &Netns {
+        self.segment.host("client").unwrap()
+    }
+
+    pub fn mac_of(&self, node: &str) -> String {
+        self.macs[NODES.iter().position(|n| *n == node).unwrap()].clone()
+    }
+
+    pub fn kill(&mut self, node: &str) {
+        let index = NODES.iter().position(|n| *n == node).unwrap();
+        if let Some(mut speaker) = self.speakers[index].take() {
+            speaker.kill();
+        }
+    }
+
+    pub fn speaker(&self, node: &str) -> &Speaker {
+        self.speakers[NODES.iter().position(|n| *n == node).unwrap()]
+            .as_ref()
+            .unwrap()
+    }
+
+    /// Runs a future against the API server (its sockets live in the "api" namespace).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Creates objects as the administrator.
+    pub fn create(&self, objects: Vec<serde_json::Value>) {
+        self.block_on(create_all(&self.admin, objects)).unwrap();
+    }
+
+    /// JSON-merge-patches an object through `api` (`status: true`: the status subresource).
+    pub fn patch<K>(&self, api: Api<K>, name: &str, patch: serde_json::Value, status: bool)
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    {
+        let params = PatchParams::default();
+        let patched = if status {
+            self.block_on(api.patch_status(name, &params, &Patch::Merge(&patch)))
+        } else {
+            self.block_on(api.patch(name, &params, &Patch::Merge(&patch)))
+        };
+        patched.unwrap();
+    }
+
+    /// What answers ARP for `ip` from the client: the MACs of the replies.
+    pub fn arp_answers(&self, ip: &str) -> Vec<String> {
+        arping(self.client(), ip)
+    }
+
+    /// Waits until exactly `node` (or nobody, with `None`) answers ARP for `ip`.
+    pub fn wait_for_answer(&self, ip: &str, node: Option<&str>, what: &str) {
+        let expected: Vec<String> = node.map(|n| self.mac_of(n)).into_iter().collect();
+        poll(what, 30, || {
+            (self.arp_answers(ip) == expected).then_some(())
+        });
+    }
+}
+
+/// The node elected for `ip` among `alive`, as every speaker computes it.
+pub fn owner_among(alive: &[&'static str], ip: &str) -> &'static str {
+    let ip: IpAddr = ip.parse().unwrap();
+    elect(
+        ip,
+        alive.iter().map(|node| Candidate {
+            node,
+            preference: 0,
+        }),
+    )
+    .unwrap()
+}
