@@ -34,7 +34,7 @@ pub fn enter(netns: &Netns) {
 /// A speaker process inside a node's namespace; killed on drop. Its log is printed if the
 /// test fails.
 pub struct Speaker {
-    child: Child,
+    pub child: Child,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -294,6 +294,17 @@ impl Lab {
         if let Some(mut speaker) = self.speakers[index].take() {
             speaker.kill();
         }
+    }
+
+    /// Starts (again) the speaker of `node`.
+    pub fn start_speaker(&mut self, node: &str) {
+        let index = NODES.iter().position(|n| *n == node).unwrap();
+        let netns = self.segment.host(node).unwrap();
+        self.speakers[index] = Some(Speaker::start(
+            netns,
+            node,
+            &self.dir.path().join("speaker"),
+        ));
     }
 
     pub fn speaker(&self, node: &str) -> &Speaker {
