@@ -102,7 +102,7 @@ impl Port {
         match sender.send_to(frame, None) {
             Some(Ok(())) => true,
             Some(Err(e)) => {
-                warn!(interface = %self.interface.name, error = %e, "could not send a frame");
+                debug!(interface = %self.interface.name, error = %e, "could not send a frame");
                 false
             }
             None => false,
@@ -154,12 +154,21 @@ impl Responder {
             std::thread::Builder::new()
                 .name(format!("answer-{}", interface.name))
                 .spawn(move || {
+                    // A link that goes down fails every read: said once, not ten times a second.
+                    let mut failing = false;
                     while !stop.load(Ordering::Relaxed) {
                         match receiver.next() {
-                            Ok(frame) => answer(&port, frame, &table, &counters),
+                            Ok(frame) => {
+                                if std::mem::take(&mut failing) {
+                                    info!(interface = %port.interface.name, "receiving again");
+                                }
+                                answer(&port, frame, &table, &counters);
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                             Err(e) => {
-                                warn!(interface = %port.interface.name, error = %e, "receive failed");
+                                if !std::mem::replace(&mut failing, true) {
+                                    warn!(interface = %port.interface.name, error = %e, "receive failed (link down?)");
+                                }
                                 std::thread::sleep(Duration::from_millis(100));
                             }
                         }

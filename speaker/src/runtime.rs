@@ -126,6 +126,18 @@ pub fn announced_services(
     announced
 }
 
+/// Whether to stop announcing: the API server has been unreachable for `FENCE_AFTER` and
+/// no peer is alive although other nodes exist. Then this node may be the one cut off, and
+/// the others may already have taken its addresses over; a node alone in its cluster, or
+/// one that still sees the API server or a peer, keeps going.
+pub fn should_fence(
+    api_down_for: Option<Duration>,
+    live_speakers: usize,
+    other_nodes: usize,
+) -> bool {
+    api_down_for.is_some_and(|down| down >= FENCE_AFTER) && live_speakers <= 1 && other_nodes > 0
+}
+
 fn handled(service: &Service, lb_class: Option<&str>) -> bool {
     service.spec.as_ref().is_some_and(|spec| {
         spec.type_.as_deref() == Some("LoadBalancer")
@@ -233,7 +245,7 @@ fn internal_ip(node: &Node) -> Option<IpAddr> {
         .and_then(|a| a.address.parse().ok())
 }
 
-fn spawn_reflector<K>(api: Api<K>, changed: Arc<Notify>, api_ok: watch::Sender<bool>) -> Store<K>
+fn spawn_reflector<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -254,18 +266,73 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    api_ok.send_replace(true);
-                    changed.notify_one();
-                }
-                Err(e) => {
-                    api_ok.send_replace(false);
-                    warn!(error = %e, "watch error");
-                }
+                Ok(_) => changed.notify_one(),
+                Err(e) => warn!(error = %e, "watch error"),
             }
         }
     });
     reader
+}
+
+/// How often, and how patiently, the API server is asked whether it is there. Watches alone
+/// cannot tell: a watch over a dead link just stays silent.
+const API_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
+    let (reachable_tx, reachable) = watch::channel(true);
+    tokio::spawn(async move {
+        loop {
+            let answered = tokio::time::timeout(API_PROBE_EVERY, client.apiserver_version())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            reachable_tx.send_if_modified(|before| {
+                let changed = *before != answered;
+                *before = answered;
+                changed
+            });
+            if reachable_tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(API_PROBE_EVERY).await;
+        }
+    });
+    reachable
+}
+
+/// What the status writer should make the cluster show.
+#[derive(Clone)]
+struct StatusWork {
+    announced: BTreeMap<ServiceKey, BTreeSet<String>>,
+    services: BTreeMap<ServiceKey, Service>,
+    alive: BTreeSet<String>,
+}
+
+/// A write that does not finish within this is abandoned and retried: a request on a
+/// connection over a dead link would otherwise wait for TCP to give up.
+const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes ServiceL2Status objects and Events in a task of their own, so that the API
+/// server's latency never delays answering ARP; only the latest wish is kept.
+fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusWork>> {
+    let (wishes, mut wish) = watch::channel::<Option<StatusWork>>(None);
+    tokio::spawn(async move {
+        let mut retry = false;
+        loop {
+            if !retry && wish.changed().await.is_err() {
+                return;
+            }
+            let Some(work) = wish.borrow_and_update().clone() else {
+                continue;
+            };
+            let sync = writer.sync(&work.announced, &work.services, &work.alive);
+            let done = tokio::time::timeout(STATUS_WRITE_TIMEOUT, sync).await;
+            retry = !matches!(done, Ok(true));
+            if retry {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    wishes
 }
 
 /// Runs the speaker until the process ends.
@@ -277,25 +344,17 @@ pub async fn run(
     health: Arc<crate::health::Health>,
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
-    let (api_ok_tx, mut api_ok) = watch::channel(true);
-    let services =
-        spawn_reflector::<Service>(Api::all(client.clone()), changed.clone(), api_ok_tx.clone());
-    let slices = spawn_reflector::<EndpointSlice>(
-        Api::all(client.clone()),
-        changed.clone(),
-        api_ok_tx.clone(),
-    );
-    let nodes =
-        spawn_reflector::<Node>(Api::all(client.clone()), changed.clone(), api_ok_tx.clone());
+    let mut api_ok = spawn_api_probe(client.clone());
+    let services = spawn_reflector::<Service>(Api::all(client.clone()), changed.clone());
+    let slices = spawn_reflector::<EndpointSlice>(Api::all(client.clone()), changed.clone());
+    let nodes = spawn_reflector::<Node>(Api::all(client.clone()), changed.clone());
     let pools = spawn_reflector::<IPAddressPool>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
-        api_ok_tx.clone(),
     );
     let advertisements = spawn_reflector::<L2Advertisement>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
-        api_ok_tx,
     );
     for (what, ready) in [
         ("Services", services.wait_until_ready().await.is_ok()),
@@ -312,9 +371,9 @@ pub async fn run(
         }
     }
     info!(node = %config.node_name, "caches filled");
-    let mut status_writer =
+    let status_writer =
         StatusWriter::new(client.clone(), &config.namespace, &config.node_name).await?;
-    let mut status_retry = false;
+    let status = spawn_status_writer(status_writer);
 
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     let mut alive = membership.alive();
@@ -337,7 +396,6 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep(FENCE_AFTER), if api_down_since.is_some() => {}
-            () = tokio::time::sleep(Duration::from_secs(1)), if status_retry => {}
             () = tokio::time::sleep_until(started + SETTLE_AT_MOST), if !settled => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
@@ -379,9 +437,11 @@ pub async fn run(
             .iter()
             .filter(|n| n.name_any() != config.node_name)
             .count();
-        let fenced = api_down_since.is_some_and(|since| since.elapsed() >= FENCE_AFTER)
-            && live.len() <= 1
-            && other_nodes > 0;
+        let fenced = should_fence(
+            api_down_since.map(|since| since.elapsed()),
+            live.len(),
+            other_nodes,
+        );
 
         let snapshot = Snapshot {
             services: {
@@ -423,7 +483,7 @@ pub async fn run(
             last = decision;
         }
         health.set_ready();
-        if changed_decision || status_retry {
+        if changed_decision {
             let announced = announced_services(&snapshot, &last);
             let services: BTreeMap<ServiceKey, Service> = services
                 .state()
@@ -438,7 +498,32 @@ pub async fn run(
                     )
                 })
                 .collect();
-            status_retry = !status_writer.sync(&announced, &services, &live).await;
+            status.send_replace(Some(StatusWork {
+                announced,
+                services,
+                alive: live.clone(),
+            }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_needs_both_the_api_server_and_every_peer_gone() {
+        let long = Some(FENCE_AFTER);
+        assert!(should_fence(long, 1, 2), "cut off from everything");
+        assert!(!should_fence(None, 1, 2), "the API server answers");
+        assert!(
+            !should_fence(Some(FENCE_AFTER / 2), 1, 2),
+            "not for long enough yet"
+        );
+        assert!(!should_fence(long, 2, 2), "a peer answers");
+        assert!(
+            !should_fence(long, 1, 0),
+            "alone in its cluster: nobody else could answer"
+        );
     }
 }

@@ -137,6 +137,14 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// The value of an unlabelled metric of a node's speaker, read from inside its namespace.
+pub fn speaker_metric(lab: &Lab, node: &str, name: &str) -> f64 {
+    metric(
+        &lab.speaker(node).metrics(lab.segment.host(node).unwrap()),
+        name,
+    )
+}
+
 /// The nodes the ServiceL2Status objects of myapp name.
 pub fn status_nodes(runtime: &tokio::runtime::Runtime, admin: &kube::Client) -> BTreeSet<String> {
     let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(admin.clone(), "metallb-system");

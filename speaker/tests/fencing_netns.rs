@@ -1,0 +1,42 @@
+//! Self-fencing for real: a node cut off from both its peers and the API server stops
+//! announcing, the others take over, and it comes back when its link does.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+
+const IP: &str = "192.168.117.100";
+
+#[test]
+fn a_node_cut_off_from_everything_stops_announcing_and_comes_back() {
+    let lab = Lab::start();
+    let owner = owner_among(&NODES, IP);
+    lab.wait_for_answer(IP, Some(owner), "the elected node answers");
+    assert_eq!(speaker_metric(&lab, owner, "ferrolb_speaker_fenced"), 0.0);
+
+    let cut = lab.segment.host(owner).unwrap();
+    cut.ip(&["link", "set", "eth0", "down"]).unwrap();
+    let survivors: Vec<&'static str> = NODES.iter().copied().filter(|n| *n != owner).collect();
+    let successor = owner_among(&survivors, IP);
+    lab.wait_for_answer(IP, Some(successor), "the others take over");
+    poll("the cut-off node fences itself", 30, || {
+        (speaker_metric(&lab, owner, "ferrolb_speaker_fenced") == 1.0
+            && speaker_metric(&lab, owner, "ferrolb_speaker_announced_addresses") == 0.0)
+            .then_some(())
+    });
+    // Losing one peer is not a reason to stop for those who still see the others.
+    assert_eq!(
+        speaker_metric(&lab, successor, "ferrolb_speaker_fenced"),
+        0.0
+    );
+
+    cut.ip(&["link", "set", "eth0", "up"]).unwrap();
+    poll(
+        "the node unfences once it sees the others again",
+        30,
+        || (speaker_metric(&lab, owner, "ferrolb_speaker_fenced") == 0.0).then_some(()),
+    );
+    lab.wait_for_answer(IP, Some(owner), "the owner answers again");
+}
