@@ -123,6 +123,26 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     poll("ServiceL2Status follows the takeover", 30, || {
         (status_nodes(&lab.runtime, &lab.admin) == expected).then_some(())
     });
+
+    // The same for IPv6: the IPv6 owner among the survivors is killed; the last node sends an
+    // unsolicited Neighbor Advertisement and answers ndisc6.
+    lab.kill(new_v6_owner);
+    let last: Vec<&'static str> = survivors
+        .iter()
+        .copied()
+        .filter(|n| *n != new_v6_owner)
+        .collect();
+    let last_mac: MacAddr = lab.mac_of(last[0]).parse().unwrap();
+    let announced = poll("the last node announces 2001:db8::100", 30, || {
+        seen.recv_timeout(Duration::from_millis(100))
+            .ok()
+            .filter(|(_, ip)| *ip == "2001:db8::100".parse::<IpAddr>().unwrap())
+    });
+    assert_eq!(announced.0, last_mac, "unsolicited NA from {}", last[0]);
+    assert_eq!(
+        ndisc6(lab.client(), "2001:db8::100"),
+        Some(lab.mac_of(last[0]))
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     listener.join().unwrap();
 }
