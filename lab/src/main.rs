@@ -39,12 +39,64 @@ enum Command {
         )]
         service_accounts: Vec<String>,
     },
+    /// Run the whole mission on namespaces: API server, nodes, controller, speakers, a
+    /// client; show the EXTERNAL-IP, the ARP answer, the HTTP answer and a failover; clean up.
+    Demo {
+        /// Leave the lab running afterwards (`ferrolb-lab down` removes it).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build the lab and leave it running, for exploring by hand.
+    Up,
+    /// Remove the lab: processes, namespaces, state.
+    Down,
+    /// What of the lab is running.
+    Status,
+    /// (used by the lab) Answer HTTP requests with one line of text.
+    #[command(hide = true)]
+    ServeText {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        text: String,
+    },
+    /// (used by the lab) Forward TCP from this namespace into another one.
+    #[command(hide = true)]
+    Forward {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        to: SocketAddr,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ferrolb_ops::init_logging();
     match Cli::parse().command {
+        Command::Demo { keep } => return ferrolb_lab::demo::demo(keep),
+        Command::Up => {
+            let total = 7;
+            if let Err(e) = ferrolb_lab::demo::up(total) {
+                println!(
+                    "\nThe lab did not come up: {e:#}\nLogs: {}/*.log; `ferrolb-lab down` cleans up.",
+                    ferrolb_lab::demo::state_dir().display()
+                );
+                return Err(e);
+            }
+            println!("\nThe lab is up. `ferrolb-lab status`, then `ferrolb-lab down` when done.");
+            return Ok(());
+        }
+        Command::Down => return ferrolb_lab::demo::down(),
+        Command::Status => return ferrolb_lab::demo::status(),
+        Command::ServeText { listen, text } => {
+            return ferrolb_lab::helpers::serve_text(listen, &text);
+        }
+        Command::Forward { listen, netns, to } => {
+            return ferrolb_lab::helpers::forward(listen, &netns, to);
+        }
         Command::Apiserver {
             listen,
             kubeconfig,

@@ -33,6 +33,8 @@ fn checked(output: Output, what: &str) -> anyhow::Result<String> {
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    /// Whether dropping this handle deletes the namespace.
+    owned: bool,
 }
 
 impl Netns {
@@ -44,12 +46,29 @@ impl Netns {
         })?;
         let netns = Netns {
             name: name.to_string(),
+            owned: true,
         };
         netns.ip(&["link", "set", "lo", "up"])?;
         // Addresses are usable at once: no duplicate address detection delay.
         netns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         netns.sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         Ok(netns)
+    }
+
+    /// A handle on a namespace that exists already; dropping it leaves the namespace.
+    pub fn existing(name: &str) -> Self {
+        Netns {
+            name: name.to_string(),
+            owned: false,
+        }
+    }
+
+    /// Kills what runs in a namespace and deletes it.
+    pub fn remove(name: &str) {
+        drop(Netns {
+            name: name.to_string(),
+            owned: true,
+        });
     }
 
     /// `ip -n NAME ARGS...`
@@ -105,6 +124,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // A process whose main thread stands in the namespace (a test harness) is not ours
         // to kill.
         for pid in self.pids().into_iter().filter(|p| *p != std::process::id()) {
@@ -182,6 +204,14 @@ impl Segment {
         netns.ip(&["link", "set", "eth0", "up"])?;
         self.hosts.push((name.to_string(), netns));
         Ok(&self.hosts[index].1)
+    }
+
+    /// Leaves the namespaces in place when this handle goes (`ferrolb-lab up`).
+    pub fn keep(mut self) {
+        self.switch.owned = false;
+        for (_, host) in &mut self.hosts {
+            host.owned = false;
+        }
     }
 
     pub fn host(&self, name: &str) -> Option<&Netns> {

@@ -1,0 +1,523 @@
+//! `ferrolb-lab demo | up | down | status`: the whole mission on one machine, for real on the
+//! network. Namespaces stand for the machines: `ferrolb-api` (the control plane: API server
+//! and controller), `ferrolb-node-1..3` (each with a speaker and an HTTP endpoint),
+//! `ferrolb-client`, all on the bridge of `ferrolb-sw`. kubectl on the host reaches the API
+//! server through a forwarder on 127.0.0.1:6443.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::netns::{Netns, Segment, ip};
+
+pub const PREFIX: &str = "ferrolb";
+pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+const API_ADDRESS: &str = "192.168.117.250";
+const API_PORT: u16 = 6443;
+const VIP: &str = "192.168.117.100";
+/// The seed pool: every node accepts these addresses locally, as kube-proxy sets them up.
+const POOL_FIRST: u8 = 100;
+const POOL_LAST: u8 = 110;
+
+pub fn state_dir() -> PathBuf {
+    PathBuf::from("/run/ferrolb-lab")
+}
+
+/// The lab's namespaces that exist now.
+pub fn existing_namespaces() -> Vec<String> {
+    ip(&["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{PREFIX}-")))
+        .map(str::to_string)
+        .collect()
+}
+
+struct Progress {
+    step: usize,
+    total: usize,
+}
+
+impl Progress {
+    fn run<T>(&mut self, what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+        self.step += 1;
+        let started = Instant::now();
+        println!("==> [{}/{}] {what}", self.step, self.total);
+        let result = f();
+        match &result {
+            Ok(_) => println!("    done in {} ms", started.elapsed().as_millis()),
+            Err(e) => println!(
+                "    FAILED after {} ms: {e:#}",
+                started.elapsed().as_millis()
+            ),
+        }
+        result
+    }
+}
+
+/// What the demo needs from the machine, each missing piece with how to get it.
+pub fn preflight() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root: network namespaces need it (run with sudo)".to_string());
+    }
+    let has = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+            })
+            .ok()
+    };
+    if has("ip", &["-V"]).is_none() {
+        missing.push("ip: apt-get install iproute2".into());
+    }
+    if !has("arping", &["-V"]).is_some_and(|v| v.contains("iputils")) {
+        missing.push("arping (iputils): apt-get install iputils-arping".into());
+    }
+    if has("curl", &["--version"]).is_none() {
+        missing.push("curl: apt-get install curl".into());
+    }
+    if has("kubectl", &["version", "--client"]).is_none() {
+        missing.push("kubectl: see https://kubernetes.io/docs/tasks/tools/".into());
+    }
+    if !missing.is_empty() {
+        bail!("missing:\n  - {}", missing.join("\n  - "));
+    }
+    let leftovers = existing_namespaces();
+    if !leftovers.is_empty() {
+        bail!(
+            "namespaces of an earlier run exist ({}): `ferrolb-lab down` removes them",
+            leftovers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The controller and speaker binaries, next to this one; built if missing.
+fn component_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let me = std::env::current_exe()?;
+    let dir = me
+        .parent()
+        .context("no directory for this binary")?
+        .to_path_buf();
+    let controller = dir.join("ferrolb-controller");
+    let speaker = dir.join("ferrolb-speaker");
+    if !controller.exists() || !speaker.exists() {
+        let release = dir.ends_with("release");
+        println!(
+            "    building ferrolb-controller and ferrolb-speaker next to {}",
+            me.display()
+        );
+        let mut cargo = Command::new("cargo");
+        cargo.args(["build", "-p", "ferrolb-controller", "-p", "ferrolb-speaker"]);
+        if release {
+            cargo.arg("--release");
+        }
+        let status = cargo
+            .status()
+            .context("running cargo (is Rust installed?)")?;
+        if !status.success() {
+            bail!("cargo build of the components failed");
+        }
+    }
+    Ok((controller, speaker))
+}
+
+/// Starts a long-running process inside a namespace, detached (its own process group) so
+/// that it outlives `up`; its output goes to the state directory.
+fn spawn_in(
+    netns: &str,
+    log: &str,
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<u32> {
+    let log_file = std::fs::File::create(state_dir().join(log))?;
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", netns])
+        .arg(program)
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    use std::os::unix::process::CommandExt;
+    let child = command
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {} in {netns}", program.display()))?;
+    Ok(child.id())
+}
+
+fn kubectl(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", state_dir().join("kubeconfig"))
+        .output()
+        .context("running kubectl")?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn kubectl_apply(yaml: &str) -> anyhow::Result<()> {
+    let path = state_dir().join("apply.yaml");
+    std::fs::write(&path, yaml)?;
+    kubectl(&["apply", "-f", &path.to_string_lossy()]).map(|_| ())
+}
+
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f() {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {} s waiting until {what}",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn netns(name: &str) -> String {
+    format!("{PREFIX}-{name}")
+}
+
+fn node_mac(node: &str) -> anyhow::Result<String> {
+    Netns::existing(&netns(node)).mac("eth0")
+}
+
+/// The MAC that answers ARP for the VIP from the client, if any.
+fn arp_answer() -> Option<(String, String)> {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns("client"),
+            "arping",
+            "-c",
+            "1",
+            "-w",
+            "1",
+            "-I",
+            "eth0",
+            VIP,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let line = text.lines().find(|l| l.contains("reply from"))?.to_string();
+    let mac = line[line.find('[')? + 1..line.find(']')?].to_lowercase();
+    Some((mac, line))
+}
+
+fn curl_vip() -> Option<String> {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns("client"),
+            "curl",
+            "-s",
+            "--max-time",
+            "0.2",
+            &format!("http://{VIP}/"),
+        ])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Builds the lab and starts everything: the first steps of the demo.
+pub fn up(progress_total: usize) -> anyhow::Result<()> {
+    let mut progress = Progress {
+        step: 0,
+        total: progress_total,
+    };
+    progress.run(
+        "checking the machine (root, ip, arping, curl, kubectl, no leftovers)",
+        preflight,
+    )?;
+    let (controller, speaker) = progress.run(
+        "finding ferrolb-controller and ferrolb-speaker",
+        component_binaries,
+    )?;
+    std::fs::create_dir_all(state_dir())?;
+    let lab = std::env::current_exe()?;
+
+    progress.run("creating namespaces: api, node-1..3, client on one bridge; nodes set up as kube-proxy with strictARP leaves them", || {
+        let mut segment = Segment::create(PREFIX)?;
+        segment.add_host("api", &[&format!("{API_ADDRESS}/24")])?;
+        for (i, node) in NODES.iter().enumerate() {
+            let host = segment.add_host(node, &[&format!("192.168.117.{}/24", 11 + i)])?;
+            // The pool's addresses are local to every node, as kube-proxy's IPVS mode puts
+            // them on kube-ipvs0 (here on lo: containers often lack the dummy driver)...
+            for last in POOL_FIRST..=POOL_LAST {
+                host.ip(&["addr", "add", &format!("192.168.117.{last}/32"), "dev", "lo"])?;
+            }
+            // ...but the kernel answers ARP only for addresses of the interface asked on, and
+            // never announces them (strictARP): only ferrolb's speaker answers for them.
+            host.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
+            host.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
+        }
+        segment.add_host("client", &["192.168.117.2/24"])?;
+        // The namespaces outlive this process; `down` removes them.
+        segment.keep();
+        Ok(())
+    })?;
+
+    progress.run("starting the emulated API server in ferrolb-api, and a forwarder on 127.0.0.1:6443 for kubectl", || {
+        let dir = state_dir();
+        let listen = format!("{API_ADDRESS}:{API_PORT}");
+        let admin = dir.join("admin-in-lab.kubeconfig");
+        let controller_config = format!("metallb-system/ferrolb-controller={}", dir.join("controller.kubeconfig").display());
+        let speaker_config = format!("metallb-system/ferrolb-speaker={}", dir.join("speaker.kubeconfig").display());
+        let pid = spawn_in(&netns("api"), "apiserver.log", &lab, &[
+            "apiserver", "--listen", &listen, "--kubeconfig", &admin.to_string_lossy(),
+            "--service-account-kubeconfig", &controller_config,
+            "--service-account-kubeconfig", &speaker_config,
+        ], &[])?;
+        std::fs::write(dir.join("apiserver.pid"), pid.to_string())?;
+        poll("the API server wrote its kubeconfigs", Duration::from_secs(20), || {
+            (admin.exists() && dir.join("speaker.kubeconfig").exists()).then_some(())
+        })?;
+        let host_config = std::fs::read_to_string(&admin)?.replace(&listen, &format!("127.0.0.1:{API_PORT}"));
+        std::fs::write(dir.join("kubeconfig"), host_config)?;
+        use std::os::unix::process::CommandExt;
+        let forwarder = Command::new(&lab)
+            .args(["forward", "--listen", &format!("127.0.0.1:{API_PORT}"), "--netns", &netns("api"), "--to", &listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("forward.log"))?)
+            .process_group(0)
+            .spawn()
+            .context("starting the forwarder (is 127.0.0.1:6443 free?)")?;
+        std::fs::write(dir.join("forward.pid"), forwarder.id().to_string())?;
+        poll("kubectl reaches the API server", Duration::from_secs(20), || kubectl(&["version"]).ok())?;
+        println!("    export KUBECONFIG={}", dir.join("kubeconfig").display());
+        Ok(())
+    })?;
+
+    progress.run("kubectl apply -k config/ (CRDs, RBAC) and -f config/samples/ (pool first-pool, L2Advertisement example); Node objects", || {
+        let root = repo_root()?;
+        kubectl(&["apply", "-k", &root.join("config").to_string_lossy()])?;
+        kubectl(&["apply", "-f", &root.join("config/samples").to_string_lossy()])?;
+        for (i, node) in NODES.iter().enumerate() {
+            kubectl_apply(&format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    kubernetes.io/hostname: {node}\n"))?;
+            kubectl(&["patch", "node", node, "--subresource=status", "--type=merge", "-p",
+                &format!(r#"{{"status":{{"addresses":[{{"type":"InternalIP","address":"192.168.117.{}"}}]}}}}"#, 11 + i)])?;
+        }
+        Ok(())
+    })?;
+
+    progress.run("starting the controller (in ferrolb-api) and one speaker per node, under config/'s RBAC; an HTTP page on each node", || {
+        let dir = state_dir();
+        let pid = spawn_in(&netns("api"), "controller.log", &controller, &["--health-addr", "127.0.0.1:7472"],
+            &[("KUBECONFIG", &dir.join("controller.kubeconfig"))])?;
+        std::fs::write(dir.join("controller.pid"), pid.to_string())?;
+        for node in NODES {
+            let pid = spawn_in(&netns(node), &format!("speaker-{node}.log"), &speaker,
+                &["--node-name", node, "--health-addr", "127.0.0.1:7473"],
+                &[("KUBECONFIG", &dir.join("speaker.kubeconfig"))])?;
+            std::fs::write(dir.join(format!("speaker-{node}.pid")), pid.to_string())?;
+            let text = format!("hello from {node}");
+            spawn_in(&netns(node), &format!("http-{node}.log"), &lab, &["serve-text", "--listen", "0.0.0.0:80", "--text", &text], &[])?;
+        }
+        Ok(())
+    })?;
+
+    progress.run("creating the seed's myapp Service (LoadBalancer, port 80) with endpoints on every node", || {
+        let root = repo_root()?;
+        kubectl(&["apply", "-f", &root.join("config/examples/myapp-service.yaml").to_string_lossy()])?;
+        let endpoints: String = NODES.iter().enumerate().map(|(i, node)| format!(
+            "- addresses: [\"10.244.{i}.10\"]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true}}\n")).collect();
+        kubectl_apply(&format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: myapp-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: myapp\naddressType: IPv4\nports:\n- port: 80\n  protocol: TCP\nendpoints:\n{endpoints}"))?;
+        poll("myapp has its EXTERNAL-IP", Duration::from_secs(30), || {
+            kubectl(&["get", "svc", "myapp", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+                .ok()
+                .filter(|ip| ip == VIP)
+        })?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The node whose eth0 has this MAC.
+fn node_with_mac(mac: &str) -> Option<&'static str> {
+    NODES
+        .iter()
+        .copied()
+        .find(|n| node_mac(n).ok().as_deref() == Some(mac))
+}
+
+pub fn demo(keep: bool) -> anyhow::Result<()> {
+    let total = 11;
+    let result = (|| -> anyhow::Result<()> {
+        up(total)?;
+        let mut progress = Progress { step: 7, total };
+        progress.run("kubectl get svc", || {
+            print!("{}", indent(&kubectl(&["get", "svc", "myapp"])?));
+            Ok(())
+        })?;
+        let owner = progress.run(
+            &format!("from the client: arping {VIP}, then curl http://{VIP}/"),
+            || {
+                let (mac, line) = poll("a node answers ARP", Duration::from_secs(30), arp_answer)?;
+                let owner = node_with_mac(&mac).context("the answer came from no lab node")?;
+                println!("    arping: {line}   ({owner})");
+                let page = poll("the page answers", Duration::from_secs(10), curl_vip)?;
+                println!("    curl:   {page}");
+                Ok(owner)
+            },
+        )?;
+        progress.run(
+            &format!("killing the speaker of {owner} (SIGKILL): failover"),
+            || {
+                let pid: i32 =
+                    std::fs::read_to_string(state_dir().join(format!("speaker-{owner}.pid")))?
+                        .trim()
+                        .parse()?;
+                let killed = Instant::now();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )?;
+                // What a client sees: its next request answered by another node.
+                let (new_owner, page) =
+                    poll("another node answers HTTP", Duration::from_secs(30), || {
+                        let page = curl_vip()?;
+                        let node = NODES.iter().copied().find(|n| page.contains(n))?;
+                        (node != owner).then_some((node, page))
+                    })?;
+                println!(
+                    "    new owner: {new_owner}; the client's HTTP requests reached it {} ms after the kill",
+                    killed.elapsed().as_millis()
+                );
+                let (_, line) = arp_answer().context("no ARP answer after the failover")?;
+                println!("    arping: {line}");
+                println!("    curl:   {page}");
+                Ok(())
+            },
+        )
+    })();
+    if let Err(e) = &result {
+        println!(
+            "\nThe demo failed: {e:#}\nLogs: {}/*.log",
+            state_dir().display()
+        );
+    }
+    if keep && result.is_ok() {
+        println!("\nThe lab keeps running. Explore it with:");
+        println!(
+            "  export KUBECONFIG={}",
+            state_dir().join("kubeconfig").display()
+        );
+        println!("  kubectl get svc,ipaddresspools,l2advertisements,servicel2statuses -A");
+        println!(
+            "  ip netns exec {} arping -c 1 -I eth0 {VIP}",
+            netns("client")
+        );
+        println!("  ip netns exec {} curl http://{VIP}/", netns("client"));
+        println!("  ferrolb-lab status    ferrolb-lab down");
+    } else {
+        println!("==> [{total}/{total}] cleaning up");
+        down()?;
+    }
+    result
+}
+
+/// Stops every lab process and removes the namespaces and the state directory.
+pub fn down() -> anyhow::Result<()> {
+    let dir = state_dir();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pid")
+                && let Ok(pid) = std::fs::read_to_string(entry.path())
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    for name in existing_namespaces() {
+        Netns::remove(&name);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let left = existing_namespaces();
+    if !left.is_empty() {
+        bail!("could not remove {}", left.join(", "));
+    }
+    println!(
+        "    the lab is gone (namespaces, processes, {})",
+        dir.display()
+    );
+    Ok(())
+}
+
+pub fn status() -> anyhow::Result<()> {
+    let namespaces = existing_namespaces();
+    if namespaces.is_empty() {
+        println!("no lab is running (`ferrolb-lab up` or `ferrolb-lab demo --keep` starts one)");
+        return Ok(());
+    }
+    println!("namespaces: {}", namespaces.join(" "));
+    println!(
+        "export KUBECONFIG={}",
+        state_dir().join("kubeconfig").display()
+    );
+    match kubectl(&["get", "svc", "-A"]) {
+        Ok(services) => print!("{services}"),
+        Err(e) => println!("the API server does not answer: {e:#}"),
+    }
+    if let Some((mac, _)) = arp_answer() {
+        println!(
+            "{VIP} is answered by {} ({mac})",
+            node_with_mac(&mac).unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The repository (config/ lives there): found from the working directory upwards.
+fn repo_root() -> anyhow::Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("config/kustomization.yaml").exists() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            bail!(
+                "run the lab from the ferrolb repository (config/ not found above the current directory)"
+            );
+        }
+    }
+}
