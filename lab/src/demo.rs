@@ -16,10 +16,56 @@ pub const PREFIX: &str = "ferrolb";
 pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 const API_ADDRESS: &str = "192.168.117.250";
 const API_PORT: u16 = 6443;
+/// The address the status command checks.
 const VIP: &str = "192.168.117.100";
+
+/// Which addresses the demo's Service gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Family {
+    #[default]
+    Ipv4,
+    Ipv6,
+    DualStack,
+}
+
+impl Family {
+    /// myapp's addresses; the first is the one the demo fails over.
+    pub fn vips(self) -> &'static [&'static str] {
+        match self {
+            Family::Ipv4 => &["192.168.117.100"],
+            Family::Ipv6 => &["2001:db8::100"],
+            Family::DualStack => &["192.168.117.120", "2001:db8::100"],
+        }
+    }
+
+    /// The pool and advertisement added to the seed for this family, and myapp's spec.
+    fn extra_manifests(self) -> Option<(String, String)> {
+        let (pool, addresses, families) = match self {
+            Family::Ipv4 => return None,
+            Family::Ipv6 => (
+                "lab-v6",
+                "[\"2001:db8::100-2001:db8::110\"]",
+                "ipFamilyPolicy: SingleStack\n  ipFamilies: [IPv6]",
+            ),
+            Family::DualStack => (
+                "lab-dual",
+                "[\"192.168.117.120-192.168.117.130\", \"2001:db8::100-2001:db8::110\"]",
+                "ipFamilyPolicy: RequireDualStack\n  ipFamilies: [IPv4, IPv6]",
+            ),
+        };
+        let pool = format!(
+            "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {pool}\n  namespace: metallb-system\nspec:\n  addresses: {addresses}\n---\napiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {pool}\n  namespace: metallb-system\nspec:\n  ipAddressPools: [{pool}]\n"
+        );
+        let service = format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: myapp\n  namespace: default\n  labels:\n    app: myapp\nspec:\n  type: LoadBalancer\n  {families}\n  selector:\n    app: myapp\n  ports:\n  - port: 80\n    protocol: TCP\n    targetPort: 80\n"
+        );
+        Some((pool, service))
+    }
+}
 /// The seed pool: every node accepts these addresses locally, as kube-proxy sets them up.
 const POOL_FIRST: u8 = 100;
-const POOL_LAST: u8 = 110;
+/// The seed's pool ends at .110; the dual-stack variant's pool takes .120-.130.
+const POOL_LAST: u8 = 130;
 
 pub fn state_dir() -> PathBuf {
     PathBuf::from("/run/ferrolb-lab")
@@ -59,7 +105,7 @@ impl Progress {
 }
 
 /// What the demo needs from the machine, each missing piece with how to get it.
-pub fn preflight() -> anyhow::Result<()> {
+pub fn preflight(family: Family) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     if !nix::unistd::geteuid().is_root() {
         missing.push("root: network namespaces need it (run with sudo)".to_string());
@@ -80,6 +126,9 @@ pub fn preflight() -> anyhow::Result<()> {
     }
     if !has("arping", &["-V"]).is_some_and(|v| v.contains("iputils")) {
         missing.push("arping (iputils): apt-get install iputils-arping".into());
+    }
+    if family != Family::Ipv4 && has("ndisc6", &["-V"]).is_none() {
+        missing.push("ndisc6: apt-get install ndisc6".into());
     }
     if has("curl", &["--version"]).is_none() {
         missing.push("curl: apt-get install curl".into());
@@ -206,41 +255,55 @@ fn node_mac(node: &str) -> anyhow::Result<String> {
     Netns::existing(&netns(node)).mac("eth0")
 }
 
-/// The MAC that answers ARP for the VIP from the client, if any.
-fn arp_answer() -> Option<(String, String)> {
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &netns("client"),
-            "arping",
-            "-c",
-            "1",
-            "-w",
-            "1",
-            "-I",
-            "eth0",
-            VIP,
-        ])
-        .output()
-        .ok()?;
+/// Who answers address resolution for `ip` from the client (arping for IPv4, ndisc6 for
+/// IPv6): the MAC, and the tool's line saying so.
+fn l2_answer(ip: &str) -> Option<(String, String)> {
+    let client = netns("client");
+    let v6 = ip.contains(':');
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &client]);
+    if v6 {
+        command.args(["ndisc6", "-1", "-r", "1", "-w", "500", ip, "eth0"]);
+    } else {
+        command.args(["arping", "-c", "1", "-w", "1", "-I", "eth0", ip]);
+    }
+    let output = command.output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout).to_string();
-    let line = text.lines().find(|l| l.contains("reply from"))?.to_string();
-    let mac = line[line.find('[')? + 1..line.find(']')?].to_lowercase();
-    Some((mac, line))
+    if v6 {
+        let line = text
+            .lines()
+            .find(|l| l.contains("Target link-layer address"))?
+            .trim()
+            .to_string();
+        let mac = line.split_whitespace().last()?.to_lowercase();
+        Some((mac, format!("ndisc6 {ip}: {line}")))
+    } else {
+        let line = text.lines().find(|l| l.contains("reply from"))?.to_string();
+        let mac = line[line.find('[')? + 1..line.find(']')?].to_lowercase();
+        Some((mac, format!("arping: {line}")))
+    }
 }
 
-fn curl_vip() -> Option<String> {
+fn url(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("http://[{ip}]/")
+    } else {
+        format!("http://{ip}/")
+    }
+}
+
+fn curl(ip: &str) -> Option<String> {
     let output = Command::new("ip")
         .args([
             "netns",
             "exec",
             &netns("client"),
             "curl",
+            "-g",
             "-s",
             "--max-time",
             "0.2",
-            &format!("http://{VIP}/"),
+            &url(ip),
         ])
         .output()
         .ok()?;
@@ -251,14 +314,14 @@ fn curl_vip() -> Option<String> {
 }
 
 /// Builds the lab and starts everything: the first steps of the demo.
-pub fn up(progress_total: usize) -> anyhow::Result<()> {
+pub fn up(progress_total: usize, family: Family) -> anyhow::Result<()> {
     let mut progress = Progress {
         step: 0,
         total: progress_total,
     };
     progress.run(
         "checking the machine (root, ip, arping, curl, kubectl, no leftovers)",
-        preflight,
+        || preflight(family),
     )?;
     let (controller, speaker) = progress.run(
         "finding ferrolb-controller and ferrolb-speaker",
@@ -271,18 +334,26 @@ pub fn up(progress_total: usize) -> anyhow::Result<()> {
         let mut segment = Segment::create(PREFIX)?;
         segment.add_host("api", &[&format!("{API_ADDRESS}/24")])?;
         for (i, node) in NODES.iter().enumerate() {
-            let host = segment.add_host(node, &[&format!("192.168.117.{}/24", 11 + i)])?;
+            let host = segment.add_host(
+                node,
+                &[&format!("192.168.117.{}/24", 11 + i), &format!("2001:db8::{}/64", 11 + i)],
+            )?;
             // The pool's addresses are local to every node, as kube-proxy's IPVS mode puts
             // them on kube-ipvs0 (here on lo: containers often lack the dummy driver)...
             for last in POOL_FIRST..=POOL_LAST {
                 host.ip(&["addr", "add", &format!("192.168.117.{last}/32"), "dev", "lo"])?;
+            }
+            // (Linux answers Neighbor Solicitations only for the asked interface's own
+            // addresses, so IPv6 needs no switch.)
+            for last in 0x100..=0x110 {
+                host.ip(&["addr", "add", &format!("2001:db8::{last:x}/128"), "dev", "lo"])?;
             }
             // ...but the kernel answers ARP only for addresses of the interface asked on, and
             // never announces them (strictARP): only ferrolb's speaker answers for them.
             host.sysctl("net.ipv4.conf.all.arp_ignore", "1")?;
             host.sysctl("net.ipv4.conf.all.arp_announce", "2")?;
         }
-        segment.add_host("client", &["192.168.117.2/24"])?;
+        segment.add_host("client", &["192.168.117.2/24", "2001:db8::2/64"])?;
         // The namespaces outlive this process; `down` removes them.
         segment.keep();
         Ok(())
@@ -343,21 +414,29 @@ pub fn up(progress_total: usize) -> anyhow::Result<()> {
                 &[("KUBECONFIG", &dir.join("speaker.kubeconfig"))])?;
             std::fs::write(dir.join(format!("speaker-{node}.pid")), pid.to_string())?;
             let text = format!("hello from {node}");
-            spawn_in(&netns(node), &format!("http-{node}.log"), &lab, &["serve-text", "--listen", "0.0.0.0:80", "--text", &text], &[])?;
+            spawn_in(&netns(node), &format!("http-{node}.log"), &lab, &["serve-text", "--listen", "[::]:80", "--text", &text], &[])?;
         }
         Ok(())
     })?;
 
     progress.run("creating the seed's myapp Service (LoadBalancer, port 80) with endpoints on every node", || {
         let root = repo_root()?;
-        kubectl(&["apply", "-f", &root.join("config/examples/myapp-service.yaml").to_string_lossy()])?;
+        match family.extra_manifests() {
+            None => {
+                kubectl(&["apply", "-f", &root.join("config/examples/myapp-service.yaml").to_string_lossy()])?;
+            }
+            Some((pool, service)) => {
+                kubectl_apply(&pool)?;
+                kubectl_apply(&service)?;
+            }
+        }
         let endpoints: String = NODES.iter().enumerate().map(|(i, node)| format!(
             "- addresses: [\"10.244.{i}.10\"]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true}}\n")).collect();
         kubectl_apply(&format!("apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: myapp-1\n  namespace: default\n  labels:\n    kubernetes.io/service-name: myapp\naddressType: IPv4\nports:\n- port: 80\n  protocol: TCP\nendpoints:\n{endpoints}"))?;
         poll("myapp has its EXTERNAL-IP", Duration::from_secs(30), || {
-            kubectl(&["get", "svc", "myapp", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+            kubectl(&["get", "svc", "myapp", "-o", "jsonpath={.status.loadBalancer.ingress[*].ip}"])
                 .ok()
-                .filter(|ip| ip == VIP)
+                .filter(|ips| ips.split_whitespace().collect::<Vec<_>>() == family.vips())
         })?;
         Ok(())
     })?;
@@ -372,28 +451,38 @@ fn node_with_mac(mac: &str) -> Option<&'static str> {
         .find(|n| node_mac(n).ok().as_deref() == Some(mac))
 }
 
-pub fn demo(keep: bool) -> anyhow::Result<()> {
+pub fn demo(keep: bool, family: Family) -> anyhow::Result<()> {
     let total = 11;
+    let vips = family.vips();
     let result = (|| -> anyhow::Result<()> {
-        up(total)?;
+        up(total, family)?;
         let mut progress = Progress { step: 7, total };
         progress.run("kubectl get svc", || {
             print!("{}", indent(&kubectl(&["get", "svc", "myapp"])?));
             Ok(())
         })?;
         let owner = progress.run(
-            &format!("from the client: arping {VIP}, then curl http://{VIP}/"),
+            &format!(
+                "from the client: who answers for {}, and curl",
+                vips.join(" and ")
+            ),
             || {
-                let (mac, line) = poll("a node answers ARP", Duration::from_secs(30), arp_answer)?;
-                let owner = node_with_mac(&mac).context("the answer came from no lab node")?;
-                println!("    arping: {line}   ({owner})");
-                let page = poll("the page answers", Duration::from_secs(10), curl_vip)?;
-                println!("    curl:   {page}");
-                Ok(owner)
+                let mut owners = Vec::new();
+                for ip in vips {
+                    let (mac, line) =
+                        poll("a node answers", Duration::from_secs(30), || l2_answer(ip))?;
+                    let owner = node_with_mac(&mac).context("the answer came from no lab node")?;
+                    println!("    {line}   ({owner})");
+                    let page = poll("the page answers", Duration::from_secs(10), || curl(ip))?;
+                    println!("    curl {}: {page}", url(ip));
+                    owners.push(owner);
+                }
+                Ok(owners[0])
             },
         )?;
+        let ip = vips[0];
         progress.run(
-            &format!("killing the speaker of {owner} (SIGKILL): failover"),
+            &format!("killing the speaker of {owner}, owner of {ip} (SIGKILL): failover"),
             || {
                 let pid: i32 =
                     std::fs::read_to_string(state_dir().join(format!("speaker-{owner}.pid")))?
@@ -407,7 +496,7 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
                 // What a client sees: its next request answered by another node.
                 let (new_owner, page) =
                     poll("another node answers HTTP", Duration::from_secs(30), || {
-                        let page = curl_vip()?;
+                        let page = curl(ip)?;
                         let node = NODES.iter().copied().find(|n| page.contains(n))?;
                         (node != owner).then_some((node, page))
                     })?;
@@ -415,9 +504,9 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
                     "    new owner: {new_owner}; the client's HTTP requests reached it {} ms after the kill",
                     killed.elapsed().as_millis()
                 );
-                let (_, line) = arp_answer().context("no ARP answer after the failover")?;
-                println!("    arping: {line}");
-                println!("    curl:   {page}");
+                let (_, line) = l2_answer(ip).context("no answer after the failover")?;
+                println!("    {line}");
+                println!("    curl {}: {page}", url(ip));
                 Ok(())
             },
         )
@@ -435,11 +524,15 @@ pub fn demo(keep: bool) -> anyhow::Result<()> {
             state_dir().join("kubeconfig").display()
         );
         println!("  kubectl get svc,ipaddresspools,l2advertisements,servicel2statuses -A");
-        println!(
-            "  ip netns exec {} arping -c 1 -I eth0 {VIP}",
-            netns("client")
-        );
-        println!("  ip netns exec {} curl http://{VIP}/", netns("client"));
+        for ip in vips {
+            let ask = if ip.contains(':') {
+                format!("ndisc6 {ip} eth0")
+            } else {
+                format!("arping -c 1 -I eth0 {ip}")
+            };
+            println!("  ip netns exec {} {ask}", netns("client"));
+            println!("  ip netns exec {} curl -g {}", netns("client"), url(ip));
+        }
         println!("  ferrolb-lab status    ferrolb-lab down");
     } else {
         println!("==> [{total}/{total}] cleaning up");
@@ -494,7 +587,7 @@ pub fn status() -> anyhow::Result<()> {
         Ok(services) => print!("{services}"),
         Err(e) => println!("the API server does not answer: {e:#}"),
     }
-    if let Some((mac, _)) = arp_answer() {
+    if let Some((mac, _)) = l2_answer(VIP) {
         println!(
             "{VIP} is answered by {} ({mac})",
             node_with_mac(&mac).unwrap_or("?")

@@ -18,6 +18,28 @@ struct Cli {
     command: Command,
 }
 
+/// Which addresses the demo's Service gets (default: IPv4, the seed's 192.168.117.100).
+#[derive(clap::Args)]
+struct FamilyArgs {
+    /// An IPv6 Service (2001:db8::100), answered with Neighbor Advertisements.
+    #[arg(long, conflicts_with = "dual_stack")]
+    ipv6: bool,
+    /// A dual-stack Service (192.168.117.120 and 2001:db8::100).
+    #[arg(long)]
+    dual_stack: bool,
+}
+
+impl FamilyArgs {
+    fn family(&self) -> ferrolb_lab::demo::Family {
+        use ferrolb_lab::demo::Family;
+        match (self.ipv6, self.dual_stack) {
+            (true, _) => Family::Ipv6,
+            (_, true) => Family::DualStack,
+            _ => Family::Ipv4,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the emulated Kubernetes API in the foreground until killed.
@@ -45,9 +67,14 @@ enum Command {
         /// Leave the lab running afterwards (`ferrolb-lab down` removes it).
         #[arg(long)]
         keep: bool,
+        #[command(flatten)]
+        family: FamilyArgs,
     },
     /// Build the lab and leave it running, for exploring by hand.
-    Up,
+    Up {
+        #[command(flatten)]
+        family: FamilyArgs,
+    },
     /// Remove the lab: processes, namespaces, state.
     Down,
     /// What of the lab is running.
@@ -76,10 +103,10 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     ferrolb_ops::init_logging();
     match Cli::parse().command {
-        Command::Demo { keep } => return ferrolb_lab::demo::demo(keep),
-        Command::Up => {
+        Command::Demo { keep, family } => return ferrolb_lab::demo::demo(keep, family.family()),
+        Command::Up { family } => {
             let total = 7;
-            if let Err(e) = ferrolb_lab::demo::up(total) {
+            if let Err(e) = ferrolb_lab::demo::up(total, family.family()) {
                 println!(
                     "\nThe lab did not come up: {e:#}\nLogs: {}/*.log; `ferrolb-lab down` cleans up.",
                     ferrolb_lab::demo::state_dir().display()

@@ -34,51 +34,71 @@ fn lab_processes() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn the_demo_shows_the_whole_mission_and_cleans_up() {
+/// Runs the demo with `flags` and checks what it shows about `vips` (the first one fails over).
+fn check_demo(flags: &[&str], vips: &[&str]) {
     let links_before = host_links();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))
         .arg("demo")
+        .args(flags)
         .current_dir(repo)
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the demo {flags:?} failed:\n{stdout}\n{stderr}"
+    );
 
     let svc = stdout
         .lines()
         .find(|l| l.trim_start().starts_with("myapp"))
         .unwrap_or("");
     assert!(
-        svc.contains("LoadBalancer") && svc.contains("192.168.117.100") && svc.contains("80:"),
+        svc.contains("LoadBalancer") && svc.contains(vips[0]) && svc.contains("80:"),
         "kubectl get svc shows the EXTERNAL-IP:\n{stdout}"
     );
-    let arping: Vec<&str> = stdout
+    for ip in vips {
+        let answer = if ip.contains(':') {
+            format!("ndisc6 {ip}: Target link-layer address")
+        } else {
+            format!("arping: Unicast reply from {ip}")
+        };
+        let answered: Vec<&str> = stdout.lines().filter(|l| l.contains(&answer)).collect();
+        assert!(!answered.is_empty(), "{ip} is answered:\n{stdout}");
+        let owner = answered[0]
+            .rsplit('(')
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .trim();
+        assert!(owner.starts_with("node-"), "{stdout}");
+        let url = if ip.contains(':') {
+            format!("http://[{ip}]/")
+        } else {
+            format!("http://{ip}/")
+        };
+        assert!(
+            stdout.contains(&format!("curl {url}: hello from {owner}")),
+            "{stdout}"
+        );
+    }
+    let ip = vips[0];
+    let first = stdout
         .lines()
-        .filter(|l| l.contains("arping: Unicast reply from 192.168.117.100"))
-        .collect();
-    assert_eq!(
-        arping.len(),
-        2,
-        "an ARP answer before and after the failover:\n{stdout}"
-    );
-    let first_owner = arping[0]
-        .rsplit('(')
-        .next()
+        .find(|l| l.contains(&format!("owner of {ip}")))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let first_owner = first
+        .split("speaker of ")
+        .nth(1)
         .unwrap()
-        .trim_end_matches(')')
-        .trim()
-        .to_string();
-    assert!(first_owner.starts_with("node-"), "{stdout}");
-    assert!(
-        stdout.contains(&format!("curl:   hello from {first_owner}")),
-        "{stdout}"
-    );
+        .split(',')
+        .next()
+        .unwrap();
     let failover = stdout
         .lines()
         .find(|l| l.contains("new owner: "))
@@ -89,12 +109,16 @@ fn the_demo_shows_the_whole_mission_and_cleans_up() {
         .unwrap()
         .split(';')
         .next()
-        .unwrap()
-        .to_string();
+        .unwrap();
     assert_ne!(new_owner, first_owner);
     assert!(failover.contains("ms after the kill"), "{stdout}");
+    let url = if ip.contains(':') {
+        format!("http://[{ip}]/")
+    } else {
+        format!("http://{ip}/")
+    };
     assert!(
-        stdout.contains(&format!("curl:   hello from {new_owner}")),
+        stdout.contains(&format!("curl {url}: hello from {new_owner}")),
         "{stdout}"
     );
 
@@ -103,4 +127,12 @@ fn the_demo_shows_the_whole_mission_and_cleans_up() {
     assert!(lab_processes().is_empty(), "{:?}", lab_processes());
     assert!(!ferrolb_lab::demo::state_dir().exists());
     assert_eq!(host_links(), links_before, "the host's links are unchanged");
+}
+
+// One test: the lab's names are fixed (a user finds them by name), so its runs cannot overlap.
+#[test]
+fn the_demo_shows_the_whole_mission_and_cleans_up() {
+    check_demo(&[], &["192.168.117.100"]);
+    check_demo(&["--ipv6"], &["2001:db8::100"]);
+    check_demo(&["--dual-stack"], &["192.168.117.120", "2001:db8::100"]);
 }
