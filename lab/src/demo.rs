@@ -67,6 +67,16 @@ const POOL_FIRST: u8 = 100;
 /// The seed's pool ends at .110; the dual-stack variant's pool takes .120-.130.
 const POOL_LAST: u8 = 130;
 
+/// Marks a failure before the lab touched anything.
+#[derive(Debug)]
+struct NothingDone;
+
+impl std::fmt::Display for NothingDone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the machine is not ready for the lab")
+    }
+}
+
 pub fn state_dir() -> PathBuf {
     PathBuf::from("/run/ferrolb-lab")
 }
@@ -319,10 +329,12 @@ pub fn up(progress_total: usize, family: Family) -> anyhow::Result<()> {
         step: 0,
         total: progress_total,
     };
-    progress.run(
-        "checking the machine (root, ip, arping, curl, kubectl, no leftovers)",
-        || preflight(family),
-    )?;
+    progress
+        .run(
+            "checking the machine (root, ip, arping, curl, kubectl, no leftovers)",
+            || preflight(family),
+        )
+        .map_err(|e| e.context(NothingDone))?;
     let (controller, speaker) = progress.run(
         "finding ferrolb-controller and ferrolb-speaker",
         component_binaries,
@@ -516,6 +528,13 @@ pub fn demo(keep: bool, family: Family) -> anyhow::Result<()> {
             "\nThe demo failed: {e:#}\nLogs: {}/*.log",
             state_dir().display()
         );
+    }
+    // A machine that failed the checks had nothing built on it, and a leftover lab found
+    // there is the user's: both are left as they are.
+    if let Err(e) = &result
+        && e.downcast_ref::<NothingDone>().is_some()
+    {
+        return result;
     }
     if keep && result.is_ok() {
         println!("\nThe lab keeps running. Explore it with:");

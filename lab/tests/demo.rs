@@ -135,4 +135,66 @@ fn the_demo_shows_the_whole_mission_and_cleans_up() {
     check_demo(&[], &["192.168.117.100"]);
     check_demo(&["--ipv6"], &["2001:db8::100"]);
     check_demo(&["--dual-stack"], &["192.168.117.120", "2001:db8::100"]);
+    a_missing_tool_or_a_leftover_is_reported_and_left_alone();
+}
+
+fn demo_output(path: Option<&std::path::Path>) -> (bool, String) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"));
+    command
+        .arg("demo")
+        .current_dir(repo)
+        .env("RUST_BACKTRACE", "0");
+    if let Some(path) = path {
+        command.env("PATH", path);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn a_missing_tool_or_a_leftover_is_reported_and_left_alone() {
+    // A PATH with everything but arping.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ip", "curl", "kubectl"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let target = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        std::os::unix::fs::symlink(&target, bin.path().join(tool)).unwrap();
+    }
+    let (ok, output) = demo_output(Some(bin.path()));
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("arping (iputils): apt-get install iputils-arping"),
+        "{output}"
+    );
+    assert!(
+        ferrolb_lab::demo::existing_namespaces().is_empty(),
+        "nothing was built"
+    );
+
+    // A namespace of an earlier run is reported, with the way out, and not touched.
+    let leftover = ferrolb_lab::netns::Netns::create("ferrolb-client").unwrap();
+    let (ok, output) = demo_output(None);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(
+            "namespaces of an earlier run exist (ferrolb-client): `ferrolb-lab down` removes them"
+        ),
+        "{output}"
+    );
+    assert_eq!(ferrolb_lab::demo::existing_namespaces(), ["ferrolb-client"]);
+    let down = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))
+        .arg("down")
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    assert!(ferrolb_lab::demo::existing_namespaces().is_empty());
+    drop(leftover);
 }
