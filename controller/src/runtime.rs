@@ -137,6 +137,32 @@ pub fn handled(service: &Service, lb_class: Option<&str>) -> bool {
     spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == lb_class
 }
 
+/// What the controller never reads of a Service: with 10,000 cached, every field counts.
+fn trim_service(service: &mut Service) {
+    service.metadata.resource_version = None;
+    if let Some(spec) = service.spec.as_mut() {
+        spec.cluster_ip = None;
+        spec.cluster_ips = None;
+        spec.session_affinity = None;
+        spec.session_affinity_config = None;
+        spec.internal_traffic_policy = None;
+        spec.health_check_node_port = None;
+        spec.allocate_load_balancer_node_ports = None;
+        for port in spec.ports.iter_mut().flatten() {
+            port.node_port = None;
+            port.target_port = None;
+            port.app_protocol = None;
+        }
+    }
+}
+
+/// A Namespace matters to the controller by its labels only.
+fn trim_namespace(namespace: &mut Namespace) {
+    namespace.metadata.resource_version = None;
+    namespace.spec = None;
+    namespace.status = None;
+}
+
 /// The addresses a LoadBalancer Service that ferrolb does not handle shows in its status.
 fn foreign_ips(service: &Service) -> Vec<IpAddr> {
     let is_load_balancer = service
@@ -175,15 +201,17 @@ fn ingress(ips: &[IpAddr]) -> Value {
 /// Runs the controller until its watches end.
 pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow::Result<()> {
     let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
-    let services =
-        spawn_reflector::<Service>(Api::all(client.clone()), changes_tx.clone(), |seen, _| {
-            match seen {
-                Seen::Applied(key) => Some(Change::Service(key)),
-                Seen::Deleted(key) => Some(Change::ServiceGone(key)),
-                Seen::Listed(_) => None,
-                Seen::Relisted => Some(Change::ServicesRelisted),
-            }
-        });
+    let services = spawn_reflector::<Service>(
+        Api::all(client.clone()),
+        changes_tx.clone(),
+        |seen, _| match seen {
+            Seen::Applied(key) => Some(Change::Service(key)),
+            Seen::Deleted(key) => Some(Change::ServiceGone(key)),
+            Seen::Listed(_) => None,
+            Seen::Relisted => Some(Change::ServicesRelisted),
+        },
+        trim_service,
+    );
     // Pool status is the controller's own output: a write of it comes back as a watch event,
     // which must not start another pass over every pool and waiting Service.
     let mut pool_generations: HashMap<ServiceKey, Option<i64>> = HashMap::new();
@@ -206,16 +234,21 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             }
             _ => Some(Change::Pools),
         },
+        |_| {},
     );
-    let namespaces =
-        spawn_reflector::<Namespace>(Api::all(client.clone()), changes_tx.clone(), |seen, _| {
+    let namespaces = spawn_reflector::<Namespace>(
+        Api::all(client.clone()),
+        changes_tx.clone(),
+        |seen, _| {
             match seen {
                 Seen::Applied(key) | Seen::Deleted(key) => Some(Change::Namespace(key.name)),
                 Seen::Listed(_) => None,
                 // Any namespace may have new labels: Services waiting anywhere are looked at again.
                 Seen::Relisted => Some(Change::Pools),
             }
-        });
+        },
+        trim_namespace,
+    );
     for store in [
         services.clone().wait_until_ready().await.is_ok(),
         pools.clone().wait_until_ready().await.is_ok(),
@@ -467,6 +500,8 @@ fn spawn_reflector<K>(
     changes: mpsc::UnboundedSender<Change>,
     // What a watch event means to the reconciler; `None`: nothing.
     mut to_change: impl FnMut(Seen, Option<&K>) -> Option<Change> + Send + 'static,
+    // Drops what the controller never reads from each cached object.
+    trim: fn(&mut K),
 ) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -484,12 +519,13 @@ where
             .default_backoff()
             // What the controller never reads is not kept: with 10,000 Services, managedFields
             // and kubectl's last-applied copy are most of each cached object.
-            .modify(|object| {
+            .modify(move |object| {
                 let meta = object.meta_mut();
                 meta.managed_fields = None;
                 if let Some(annotations) = meta.annotations.as_mut() {
                     annotations.remove(LAST_APPLIED);
                 }
+                trim(object);
             }),
     );
     tokio::spawn(async move {
