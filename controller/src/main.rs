@@ -31,22 +31,6 @@ struct Args {
     identity: Option<String>,
 }
 
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-async fn shutdown_requested() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     ferrolb_ops::init_logging();
@@ -96,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let result = tokio::select! {
         result = act => result,
-        _ = shutdown_requested() => Ok(()),
+        _ = ferrolb_ops::shutdown_requested() => Ok(()),
         served = server => match served {
             Ok(Ok(())) => Err(anyhow::anyhow!("the health server stopped")),
             Ok(Err(e)) => Err(e.context(format!("serving health and metrics on {health_addr}"))),

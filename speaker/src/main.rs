@@ -33,22 +33,6 @@ struct Args {
     gossip_port: u16,
 }
 
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-async fn shutdown_requested() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -103,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(Err(e)) => e.context("the health server stopped"),
             _ => anyhow::anyhow!("the health server stopped"),
         }),
-        () = shutdown_requested() => {
+        () = ferrolb_ops::shutdown_requested() => {
             tracing::info!("stopping: leaving the gossip cluster so peers take over now");
             leave.leave().await;
             Ok(())
