@@ -253,6 +253,49 @@ pub fn gratuitous_arp(our_mac: MacAddr, ip: Ipv4Addr) -> [Vec<u8>; 2] {
     [request, reply]
 }
 
+/// An NDP message in Ethernet and IPv6 (hop limit 255, as RFC 4861 requires): `kind`,
+/// `flags` (the first byte after the checksum), `target`, then one link-layer address
+/// option of type `option` carrying `mac`, when given. The ICMPv6 checksum is filled in.
+fn ndp_frame(
+    ethernet: (MacAddr, MacAddr),
+    ip: (Ipv6Addr, Ipv6Addr),
+    kind: u8,
+    flags: u8,
+    target: Ipv6Addr,
+    option: Option<(u8, MacAddr)>,
+) -> Vec<u8> {
+    let (source, destination) = ip;
+    let icmp_length = NDP_BODY + if option.is_some() { 8 } else { 0 };
+    let mut frame = vec![0u8; ETHERNET_HEADER + IPV6_HEADER + icmp_length];
+    if let Some(mut header) = MutableEthernetPacket::new(&mut frame) {
+        header.set_source(ethernet.0);
+        header.set_destination(ethernet.1);
+        header.set_ethertype(EtherTypes::Ipv6);
+    }
+    if let Some(mut header) = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER..]) {
+        header.set_version(6);
+        header.set_payload_length(icmp_length as u16);
+        header.set_next_header(IpNextHeaderProtocols::Icmpv6);
+        header.set_hop_limit(255);
+        header.set_source(source);
+        header.set_destination(destination);
+    }
+    let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
+    icmp[0] = kind;
+    icmp[4] = flags;
+    icmp[8..24].copy_from_slice(&target.octets());
+    if let Some((option, mac)) = option {
+        icmp[24] = option;
+        icmp[25] = 1;
+        icmp[26..32].copy_from_slice(&mac.octets());
+    }
+    let checksum = Icmpv6Packet::new(icmp)
+        .map(|p| pnet_packet::icmpv6::checksum(&p, &source, &destination))
+        .unwrap_or(0);
+    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
+    frame
+}
+
 /// A Neighbor Advertisement for `target` at `our_mac`, always with the override flag (the
 /// address moves between nodes, so caches must take the new MAC at once). Its source is the
 /// target itself, as Linux sends for its own addresses: some hosts' tools (ndisc6) accept an
@@ -263,35 +306,14 @@ pub fn neighbor_advertisement(
     to: (MacAddr, Ipv6Addr),
     solicited: bool,
 ) -> Vec<u8> {
-    // Body plus one target link-layer address option (8 octets).
-    let icmp_length = NDP_BODY + 8;
-    let mut frame = vec![0u8; ETHERNET_HEADER + IPV6_HEADER + icmp_length];
-    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
-        ethernet.set_destination(to.0);
-        ethernet.set_source(our_mac);
-        ethernet.set_ethertype(EtherTypes::Ipv6);
-    }
-    if let Some(mut ip) = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER..]) {
-        ip.set_version(6);
-        ip.set_payload_length(icmp_length as u16);
-        ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
-        ip.set_hop_limit(255);
-        ip.set_source(target);
-        ip.set_destination(to.1);
-    }
-    let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
-    icmp[0] = Icmpv6Types::NeighborAdvert.0;
-    icmp[1] = 0;
-    icmp[4] = NA_FLAG_OVERRIDE | if solicited { NA_FLAG_SOLICITED } else { 0 };
-    icmp[8..24].copy_from_slice(&target.octets());
-    icmp[24] = NDP_OPTION_TARGET_LINK_ADDRESS;
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&our_mac.octets());
-    let checksum = Icmpv6Packet::new(icmp)
-        .map(|p| pnet_packet::icmpv6::checksum(&p, &target, &to.1))
-        .unwrap_or(0);
-    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
-    frame
+    ndp_frame(
+        (our_mac, to.0),
+        (target, to.1),
+        Icmpv6Types::NeighborAdvert.0,
+        NA_FLAG_OVERRIDE | if solicited { NA_FLAG_SOLICITED } else { 0 },
+        target,
+        Some((NDP_OPTION_TARGET_LINK_ADDRESS, our_mac)),
+    )
 }
 
 /// The answer to a solicitation for an address this node announces: unicast, solicited, to
@@ -303,13 +325,7 @@ pub fn answer_solicitation(
     target: Ipv6Addr,
 ) -> Vec<u8> {
     if source_ip.is_unspecified() {
-        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-        neighbor_advertisement(
-            our_mac,
-            target,
-            (multicast_mac(all_nodes), all_nodes),
-            false,
-        )
+        unsolicited_advertisement(our_mac, target)
     } else {
         neighbor_advertisement(our_mac, target, (reply_mac, source_ip), true)
     }
@@ -326,38 +342,19 @@ pub fn unsolicited_advertisement(our_mac: MacAddr, target: Ipv6Addr) -> Vec<u8> 
     )
 }
 
-/// A Neighbor Solicitation, as a host sends it: what tests and the lab ask with.
+/// A Neighbor Solicitation, as a host sends it: what tests and the lab ask with. During
+/// duplicate address detection (`asker_ip` unspecified) it carries no source link-layer
+/// address.
 pub fn neighbor_solicitation(asker_mac: MacAddr, asker_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
     let group = solicited_node(target);
-    let with_option = !asker_ip.is_unspecified();
-    let icmp_length = NDP_BODY + if with_option { 8 } else { 0 };
-    let mut frame = vec![0u8; ETHERNET_HEADER + IPV6_HEADER + icmp_length];
-    if let Some(mut ethernet) = MutableEthernetPacket::new(&mut frame) {
-        ethernet.set_destination(multicast_mac(group));
-        ethernet.set_source(asker_mac);
-        ethernet.set_ethertype(EtherTypes::Ipv6);
-    }
-    if let Some(mut ip) = MutableIpv6Packet::new(&mut frame[ETHERNET_HEADER..]) {
-        ip.set_version(6);
-        ip.set_payload_length(icmp_length as u16);
-        ip.set_next_header(IpNextHeaderProtocols::Icmpv6);
-        ip.set_hop_limit(255);
-        ip.set_source(asker_ip);
-        ip.set_destination(group);
-    }
-    let icmp = &mut frame[ETHERNET_HEADER + IPV6_HEADER..];
-    icmp[0] = Icmpv6Types::NeighborSolicit.0;
-    icmp[8..24].copy_from_slice(&target.octets());
-    if with_option {
-        icmp[24] = NDP_OPTION_SOURCE_LINK_ADDRESS;
-        icmp[25] = 1;
-        icmp[26..32].copy_from_slice(&asker_mac.octets());
-    }
-    let checksum = Icmpv6Packet::new(icmp)
-        .map(|p| pnet_packet::icmpv6::checksum(&p, &asker_ip, &group))
-        .unwrap_or(0);
-    icmp[2..4].copy_from_slice(&checksum.to_be_bytes());
-    frame
+    ndp_frame(
+        (asker_mac, multicast_mac(group)),
+        (asker_ip, group),
+        Icmpv6Types::NeighborSolicit.0,
+        0,
+        target,
+        (!asker_ip.is_unspecified()).then_some((NDP_OPTION_SOURCE_LINK_ADDRESS, asker_mac)),
+    )
 }
 
 /// An ARP request, as a host sends it.
