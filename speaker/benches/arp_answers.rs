@@ -16,15 +16,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{enter, raw_eth0};
 use ferrolb_lab::netns::{Segment, unique_prefix};
 use ferrolb_speaker::packet::{self, MacAddr};
 use ferrolb_speaker::responder::{Responder, eligible_interfaces};
-use nix::sched::CloneFlags;
-
-fn enter(name: &str) {
-    let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
-    nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-}
 
 struct Client {
     tx: Box<dyn pnet_datalink::DataLinkSender>,
@@ -33,27 +31,10 @@ struct Client {
 }
 
 impl Client {
-    fn open(netns: &str) -> Self {
+    fn open(netns: &str, mac: MacAddr) -> Self {
         enter(netns);
-        let interface = pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == "eth0")
-            .unwrap();
-        let config = pnet_datalink::Config {
-            read_timeout: Some(Duration::from_millis(1)),
-            read_buffer_size: 1 << 22,
-            ..Default::default()
-        };
-        let Ok(pnet_datalink::Channel::Ethernet(tx, rx)) =
-            pnet_datalink::channel(&interface, config)
-        else {
-            panic!("no raw socket");
-        };
-        Client {
-            tx,
-            rx,
-            mac: interface.mac.unwrap(),
-        }
+        let (tx, rx) = raw_eth0(Duration::from_millis(1));
+        Client { tx, rx, mac }
     }
 
     fn ask(&mut self, target: Ipv4Addr) {
@@ -136,11 +117,9 @@ fn main() {
         .unwrap()
         .name
         .clone();
-    let client_ns = segment
-        .add_host("client", &["192.168.117.2/24"])
-        .unwrap()
-        .name
-        .clone();
+    let client = segment.add_host("client", &["192.168.117.2/24"]).unwrap();
+    let client_ns = client.name.clone();
+    let client_mac: MacAddr = client.mac("eth0").unwrap().parse().unwrap();
     let responder = std::thread::spawn(move || {
         enter(&node);
         let responder = Responder::start(eligible_interfaces()).unwrap();
@@ -151,7 +130,7 @@ fn main() {
     .join()
     .unwrap();
     let report = std::thread::spawn(move || {
-        let mut client = Client::open(&client_ns);
+        let mut client = Client::open(&client_ns, client_mac);
         // Let the takeover announcements (0-2 s) pass so they are not counted as replies.
         std::thread::sleep(Duration::from_millis(2500));
         while client.rx.next().is_ok() {}

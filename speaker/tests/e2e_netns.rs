@@ -13,7 +13,6 @@ use std::time::Duration;
 use common::*;
 use ferrolb_speaker::packet::{self, MacAddr};
 use kube::api::Api;
-use nix::sched::CloneFlags;
 
 #[test]
 fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
@@ -78,21 +77,8 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_listening = stop.clone();
     let listener = std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{listener_netns}")).unwrap();
-        nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-        let interface = pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == "eth0")
-            .unwrap();
-        let config = pnet_datalink::Config {
-            read_timeout: Some(Duration::from_millis(50)),
-            ..Default::default()
-        };
-        let Ok(pnet_datalink::Channel::Ethernet(_, mut rx)) =
-            pnet_datalink::channel(&interface, config)
-        else {
-            panic!("no raw socket in the client");
-        };
+        enter(&listener_netns);
+        let (_, mut rx) = raw_eth0(Duration::from_millis(50));
         while !stop_listening.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok(frame) = rx.next()
                 && let Some((mac, ip, true)) = packet::read_announcement(frame)

@@ -8,58 +8,16 @@ use std::net::IpAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ferrolb_lab::netns::{Netns, Segment, unique_prefix};
+mod common;
+
+use common::{arping, arping_n, enter, in_netns, ndisc6, raw_eth0};
+use ferrolb_lab::netns::{Segment, unique_prefix};
 use ferrolb_speaker::packet::{self, MacAddr};
 use ferrolb_speaker::responder::{Responder, Table, eligible_interfaces};
-use nix::sched::CloneFlags;
-
-/// Runs `f` on a thread standing in `netns` (threads it spawns stay there too).
-fn in_netns<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", netns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
 
 fn table(addresses: &[&str]) -> Table {
     let set: BTreeSet<IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
     HashMap::from([("eth0".to_string(), set)])
-}
-
-/// arping from the client: the MACs that answered (one entry per reply).
-fn arping(client: &Netns, ip: &str) -> Vec<String> {
-    let out = client
-        .command("arping")
-        .args(["-c", "2", "-w", "2", "-I", "eth0", ip])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .filter_map(|l| {
-            let start = l.find('[')? + 1;
-            let end = l.find(']')?;
-            Some(l[start..end].to_lowercase())
-        })
-        .collect()
-}
-
-/// ndisc6 from the client: the target link-layer address, if anyone answered.
-fn ndisc6(client: &Netns, ip: &str) -> Option<String> {
-    let out = client
-        .command("ndisc6")
-        .args(["-1", "-r", "2", "-w", "500", ip, "eth0"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains("Target link-layer address"))
-        .and_then(|l| l.split_whitespace().last())
-        .map(str::to_lowercase)
 }
 
 struct Lab {
@@ -101,7 +59,7 @@ fn answers_arp_and_ndp_only_for_what_it_announces() {
     let responder = start_responder(&lab);
     responder.set_table(table(&["192.168.117.100", "2001:db8::100"]));
 
-    let replies = arping(client, "192.168.117.100");
+    let replies = arping_n(client, "192.168.117.100", 2);
     assert_eq!(
         replies,
         [lab.node_mac.clone(), lab.node_mac.clone()],
@@ -134,23 +92,10 @@ fn takeovers_are_announced_and_bad_frames_counted() {
     // The client listens on a raw socket for what the node announces.
     let (seen_tx, seen) = mpsc::channel();
     let (bad_tx, bad_rx) = mpsc::channel::<Vec<u8>>();
-    let client_path = client.name.clone();
+    let client_name = client.name.clone();
     let listener = std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/var/run/netns/{client_path}")).unwrap();
-        nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
-        let interface = pnet_datalink::interfaces()
-            .into_iter()
-            .find(|i| i.name == "eth0")
-            .unwrap();
-        let config = pnet_datalink::Config {
-            read_timeout: Some(Duration::from_millis(50)),
-            ..Default::default()
-        };
-        let Ok(pnet_datalink::Channel::Ethernet(mut tx, mut rx)) =
-            pnet_datalink::channel(&interface, config)
-        else {
-            panic!("no raw socket in the client");
-        };
+        enter(&client_name);
+        let (mut tx, mut rx) = raw_eth0(Duration::from_millis(50));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(frame) = bad_rx.try_recv() {

@@ -26,9 +26,43 @@ use serde_json::json;
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
 
-pub fn enter(netns: &Netns) {
-    let file = std::fs::File::open(format!("/var/run/netns/{}", netns.name)).unwrap();
+/// Moves this thread into the network namespace `name` (threads it spawns stay there too).
+pub fn enter(name: &str) {
+    let file = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
     nix::sched::setns(file, CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// Runs `f` on a thread standing in `netns`.
+pub fn in_netns<T: Send + 'static>(netns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = netns.name.clone();
+    std::thread::spawn(move || {
+        enter(&name);
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A raw socket on `eth0` of the namespace this thread stands in.
+pub fn raw_eth0(
+    read_timeout: Duration,
+) -> (
+    Box<dyn pnet_datalink::DataLinkSender>,
+    Box<dyn pnet_datalink::DataLinkReceiver>,
+) {
+    let interface = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == "eth0")
+        .unwrap();
+    let config = pnet_datalink::Config {
+        read_timeout: Some(read_timeout),
+        ..Default::default()
+    };
+    let Ok(pnet_datalink::Channel::Ethernet(tx, rx)) = pnet_datalink::channel(&interface, config)
+    else {
+        panic!("no raw socket on eth0");
+    };
+    (tx, rx)
 }
 
 /// A speaker process inside a node's namespace; killed on drop. Its log is printed if the
@@ -93,10 +127,17 @@ impl Drop for Speaker {
     }
 }
 
+/// arping from the client, one request: the MACs that answered.
 pub fn arping(client: &Netns, ip: &str) -> Vec<String> {
+    arping_n(client, ip, 1)
+}
+
+/// arping from the client, `count` requests: the MACs that answered, one per reply.
+pub fn arping_n(client: &Netns, ip: &str, count: u32) -> Vec<String> {
+    let count = count.to_string();
     let out = client
         .command("arping")
-        .args(["-c", "1", "-w", "1", "-I", "eth0", ip])
+        .args(["-c", &count, "-w", &count, "-I", "eth0", ip])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -106,6 +147,7 @@ pub fn arping(client: &Netns, ip: &str) -> Vec<String> {
         .collect()
 }
 
+/// ndisc6 from the client: the target link-layer address, if anyone answered.
 pub fn ndisc6(client: &Netns, ip: &str) -> Option<String> {
     let out = client
         .command("ndisc6")
@@ -204,7 +246,7 @@ impl Lab {
 
         // The control plane lives in the "api" namespace: this thread's runtime, and so the API
         // server's sockets and the test's clients, are created there.
-        enter(segment.host("api").unwrap());
+        enter(&segment.host("api").unwrap().name);
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let server = runtime.block_on(async {
             let server = ApiServer::new()
