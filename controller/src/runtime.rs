@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -34,9 +34,6 @@ use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
 use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState};
 use crate::service_request::{ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest};
-
-/// kubectl's copy of the applied manifest, in an annotation.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Services whose writes may be in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
@@ -513,21 +510,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            // What the controller never reads is not kept: with 10,000 Services, managedFields
-            // and kubectl's last-applied copy are most of each cached object.
-            .modify(move |object| {
-                let meta = object.meta_mut();
-                meta.managed_fields = None;
-                if let Some(annotations) = meta.annotations.as_mut() {
-                    annotations.remove(LAST_APPLIED);
-                }
-                trim(object);
-            }),
-    );
+    let stream = reflector::reflector(writer, ferrolb_ops::lean_watch(api, trim));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {

@@ -1,5 +1,5 @@
-//! What every long-running ferrolb component shares: its logging setup and the HTTP server
-//! of `/healthz`, `/readyz` and Prometheus `/metrics`.
+//! What every long-running ferrolb component shares: its logging setup, the HTTP server
+//! of `/healthz`, `/readyz` and Prometheus `/metrics`, and lean watches for its caches.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +35,32 @@ pub async fn shutdown_requested() {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// A watch (with kube's default backoff) whose objects come without what no ferrolb component
+/// reads: managedFields and kubectl's last-applied copy, which are most of a cached object,
+/// and whatever `trim` removes.
+pub fn lean_watch<K>(
+    api: kube::Api<K>,
+    trim: fn(&mut K),
+) -> impl futures::Stream<Item = Result<kube::runtime::watcher::Event<K>, kube::runtime::watcher::Error>>
++ Send
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    use kube::runtime::WatchStreamExt;
+    kube::runtime::watcher(api, kube::runtime::watcher::Config::default())
+        .default_backoff()
+        .modify(move |object| {
+            let meta = object.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+            trim(object);
+        })
 }
 
 /// What the health server asks a component.

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
@@ -256,12 +256,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(|object| object.meta_mut().managed_fields = None),
-    );
+    let stream = reflector::reflector(writer, ferrolb_ops::lean_watch(api, |_| {}));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
