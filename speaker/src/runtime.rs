@@ -5,7 +5,7 @@
 //! Every change recomputes the whole plan, debounced: the speaker's work per Service is a few
 //! hashes, and a single pass keeps the result a pure function of the inputs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,6 +145,27 @@ fn handled(service: &Service, lb_class: Option<&str>) -> bool {
     })
 }
 
+/// EndpointSlices by the Service they belong to, so that each Service finds its own without
+/// scanning every slice.
+fn slices_by_service(
+    slices: Vec<Arc<EndpointSlice>>,
+) -> HashMap<ServiceKey, Vec<Arc<EndpointSlice>>> {
+    let mut by_service: HashMap<ServiceKey, Vec<Arc<EndpointSlice>>> = HashMap::new();
+    for slice in slices {
+        if let (Some(namespace), Some(service)) = (
+            slice.namespace(),
+            slice.labels().get(SERVICE_NAME_LABEL).cloned(),
+        ) {
+            by_service
+                .entry((namespace, service))
+                .or_default()
+                .push(slice);
+        }
+    }
+    by_service
+}
+
+/// A Service as the announce policy reads it; `slices` are its own EndpointSlices.
 fn service_info(service: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceInfo {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
@@ -167,10 +188,7 @@ fn service_info(service: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceInfo
         == Some("Local");
     let mut endpoint_nodes = BTreeSet::new();
     let mut has_serving_endpoint = false;
-    for slice in slices.iter().filter(|s| {
-        s.namespace().as_deref() == Some(&namespace)
-            && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
-    }) {
+    for slice in slices {
         for endpoint in &slice.endpoints {
             let conditions = endpoint.conditions.as_ref();
             // As kube-proxy: `serving` when the slice says, else `ready`; unset means yes.
@@ -395,12 +413,20 @@ pub async fn run(
         }
         tokio::time::sleep(DEBOUNCE).await;
 
+        // One read of each cache per pass.
+        let node_objects = nodes.state();
+        let service_objects: Vec<Arc<Service>> = services
+            .state()
+            .into_iter()
+            .filter(|s| handled(s, config.lb_class.as_deref()))
+            .collect();
+
         // Peers are introduced from the Node objects; gossip does the rest.
-        for node in nodes.state() {
+        for node in &node_objects {
             if node.name_any() == config.node_name {
                 continue;
             }
-            if let Some(ip) = internal_ip(&node) {
+            if let Some(ip) = internal_ip(node) {
                 let peer = SocketAddr::new(ip, config.gossip_port);
                 if joined.insert(peer) {
                     membership.join(peer);
@@ -416,8 +442,7 @@ pub async fn run(
         };
         let live = alive.borrow_and_update().clone();
         if !settled {
-            let expected = nodes
-                .state()
+            let expected = node_objects
                 .iter()
                 .filter(|n| internal_ip(n).is_some())
                 .count();
@@ -427,8 +452,7 @@ pub async fn run(
             }
             info!(peers = live.len(), "membership settled, announcing");
         }
-        let other_nodes = nodes
-            .state()
+        let other_nodes = node_objects
             .iter()
             .filter(|n| n.name_any() != config.node_name)
             .count();
@@ -440,12 +464,13 @@ pub async fn run(
 
         let snapshot = Snapshot {
             services: {
-                let slices = slices.state();
-                services
-                    .state()
+                let slices = slices_by_service(slices.state());
+                service_objects
                     .iter()
-                    .filter(|s| handled(s, config.lb_class.as_deref()))
-                    .map(|s| service_info(s, &slices))
+                    .map(|s| {
+                        let key = (s.namespace().unwrap_or_default(), s.name_any());
+                        service_info(s, slices.get(&key).map(Vec::as_slice).unwrap_or_default())
+                    })
                     .collect()
             },
             pools: pools.state().iter().filter_map(|p| pool_info(p)).collect(),
@@ -454,7 +479,7 @@ pub async fn run(
                 .iter()
                 .map(|a| (**a).clone())
                 .collect(),
-            nodes: nodes.state().iter().map(|n| node_info(n)).collect(),
+            nodes: node_objects.iter().map(|n| node_info(n)).collect(),
         };
         let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces);
         health.peers_alive.set(live.len() as i64);
@@ -480,8 +505,7 @@ pub async fn run(
         health.set_ready();
         if changed_decision {
             let announced = announced_services(&snapshot, &last);
-            let services: BTreeMap<ServiceKey, Service> = services
-                .state()
+            let services: BTreeMap<ServiceKey, Service> = service_objects
                 .iter()
                 .filter(|s| {
                     announced.contains_key(&(s.namespace().unwrap_or_default(), s.name_any()))
