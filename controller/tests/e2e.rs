@@ -208,15 +208,7 @@ async fn shrinking_or_deleting_a_pool_keeps_addresses() {
         ["192.168.117.100"]
     );
     let pools = pool_api(&cluster.admin);
-    let shrink = json!({"spec": {"addresses": ["192.168.117.105-192.168.117.110"]}});
-    pools
-        .patch(
-            "first-pool",
-            &Default::default(),
-            &kube::api::Patch::Merge(&shrink),
-        )
-        .await
-        .unwrap();
+    set_pool_addresses(&cluster, "first-pool", &["192.168.117.105-192.168.117.110"]).await;
     // The pool's status catches up: six free addresses, none assigned from it any more.
     wait_until("the pool reports its new size", 60, || async {
         pool_counts(&cluster, "first-pool").await == (Some(0), Some(6))
@@ -233,16 +225,8 @@ async fn shrinking_or_deleting_a_pool_keeps_addresses() {
     create_all(&cluster.admin, vec![lb_service("late", json!({}))])
         .await
         .unwrap();
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(cluster.admin.clone(), "default");
     wait_until("the new Service is refused with an Event", 60, || async {
-        events
-            .list(&ListParams::default().fields("involvedObject.name=late"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("AllocationFailed"))
+        has_event(&cluster, "late", "AllocationFailed").await
     })
     .await;
     assert_eq!(
@@ -498,18 +482,6 @@ async fn allocation_condition(
         .map(|c| (c.status, c.reason))
 }
 
-async fn has_event(cluster: &Cluster, object: &str, reason: &str) -> bool {
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(cluster.admin.clone(), "default");
-    events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .any(|e| e.reason.as_deref() == Some(reason))
-}
-
 /// A refused request and an address left outside its shrunk pool are both visible: on the
 /// Service (condition + Event) and, for the orphan, on the pool's status.
 #[tokio::test(flavor = "multi_thread")]
@@ -550,15 +522,7 @@ async fn refusals_and_orphans_are_reported() {
     assert!(ingress_ips(&api.get("stray").await.unwrap()).is_empty());
 
     let pools = pool_api(&cluster.admin);
-    let shrink = json!({"spec": {"addresses": ["192.168.117.105-192.168.117.110"]}});
-    pools
-        .patch(
-            "first-pool",
-            &Default::default(),
-            &kube::api::Patch::Merge(&shrink),
-        )
-        .await
-        .unwrap();
+    set_pool_addresses(&cluster, "first-pool", &["192.168.117.105-192.168.117.110"]).await;
     wait_until("the pool reports its orphaned address", 60, || async {
         let pool = pools.get("first-pool").await.unwrap();
         pool.data["status"]["orphanedAddresses"]
@@ -583,15 +547,7 @@ async fn refusals_and_orphans_are_reported() {
     );
 
     // Giving the address back to the pool ends the report; nothing was renumbered meanwhile.
-    let grow = json!({"spec": {"addresses": ["192.168.117.100-192.168.117.110"]}});
-    pools
-        .patch(
-            "first-pool",
-            &Default::default(),
-            &kube::api::Patch::Merge(&grow),
-        )
-        .await
-        .unwrap();
+    set_pool_addresses(&cluster, "first-pool", &["192.168.117.100-192.168.117.110"]).await;
     wait_until("the orphan report is cleared", 60, || async {
         let pool = pools.get("first-pool").await.unwrap();
         pool.data["status"]

@@ -294,3 +294,25 @@ pub async fn pool_counts(cluster: &Cluster, pool: &str) -> (Option<i64>, Option<
         pool.data["status"]["availableIPv4"].as_i64(),
     )
 }
+
+/// Whether an Event with `reason` was recorded about the object `object` in "default".
+pub async fn has_event(cluster: &Cluster, object: &str, reason: &str) -> bool {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.admin.clone(), "default");
+    events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={object}")))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some(reason))
+}
+
+/// Replaces a pool's addresses (a JSON merge patch of its spec).
+pub async fn set_pool_addresses(cluster: &Cluster, pool: &str, addresses: &[&str]) {
+    let patch = json!({"spec": {"addresses": addresses}});
+    pool_api(&cluster.admin)
+        .patch(pool, &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
