@@ -165,7 +165,7 @@ fn weight_out_of_bounds_is_refused() {
             "spec": {"preferredNodeSelectors": [{"weight": weight, "preference": {"matchLabels": {"a": "b"}}}]}
         })
     };
-    // The exact message kube-apiserver 1.32 gave (../shared/k8s-golden/26-*).
+    // The exact message kube-apiserver 1.32 gave (lab/tests/golden/26-*).
     assert_eq!(
         errors_for(&schema, advertisement(1000))
             .iter()

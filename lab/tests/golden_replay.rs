@@ -1,5 +1,5 @@
-//! Replays every exchange recorded from a real kube-apiserver 1.32 (`../shared/k8s-golden/`)
-//! against the emulator, in order, and compares status, reason and body after normalising what
+//! Replays every exchange recorded from a real kube-apiserver (`lab/tests/golden/`, copied from
+//! the project's shared reference data; its README says what each pins down) against the emulator, in order, and compares status, reason and body after normalising what
 //! legitimately differs from run to run (uids, timestamps, resourceVersion values, managedFields
 //! times, clusterIPs, nodePorts, continue tokens, ages).
 //!
@@ -71,10 +71,7 @@ struct Exchange {
 }
 
 fn golden_dir() -> PathBuf {
-    std::env::var_os("FERROLB_GOLDEN_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/k8s-golden"),
-        PathBuf::from,
-    )
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
 fn exchanges() -> Vec<Exchange> {
@@ -82,7 +79,7 @@ fn exchanges() -> Vec<Exchange> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| {
             panic!(
-                "golden exchanges not found at {}: {e}; set FERROLB_GOLDEN_DIR",
+                "golden exchanges not found at {}: {e}",
                 dir.display()
             )
         })
