@@ -6,6 +6,9 @@
 //! IP/CIDR library (`isIP`, `ip`, `family`, `isCIDR`, `cidr`, `containsIP`, `masked`).
 //! IP addresses cannot be compared for order in that library, so the start-before-end check
 //! looks for the first bit where the two ends differ, using prefix containment.
+//!
+//! Every rule must also fit kube-apiserver's cost budget (`crate::cel_cost`): a CRD with one
+//! rule over budget is refused whole. `crds/tests/crd_cost_budget.rs` holds them to it.
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
@@ -44,21 +47,57 @@ pub fn address_family_rule() -> String {
     )
 }
 
-/// The start of a range is not after its end.
+/// The start of a range of `family` (4 or 6) is not after its end.
 ///
-/// For every prefix length `l` where the two ends share their first `l` bits but not `l + 1`,
-/// the start must be in the lower half of the `/l` block, that is have bit `l` clear. When the
-/// ends are equal no such `l` exists and the rule holds.
-pub fn address_order_rule() -> String {
-    let prefix_lengths: Vec<String> = (0..128).map(|l| l.to_string()).collect();
+/// The two ends are equal, or at the first bit where they differ the start has a 0. That bit
+/// is found by a binary search for the longest prefix the ends share (`cidr(s/l)` contains
+/// `e`), one step per bit of the prefix length: 5 steps for IPv4, 7 for IPv6. CEL has no
+/// variables, so each step binds its result with a one-element `all()`; prefix lengths are
+/// picked from list literals rather than built with `string(int)`, whose result has no size
+/// bound and would make kube-apiserver's cost estimate (and so the CRD) exceed its budget.
+pub fn address_order_rule(family: u8) -> String {
+    let bits: u32 = if family == 4 { 32 } else { 128 };
+    let suffix = |length: u32| format!("'/{length}'");
+    let mut width = bits / 2;
+    // The innermost check: bit `p` of the start is 0, that is the /p network of the start lies
+    // in the lower /(p+1) half.
+    let all_lengths: Vec<String> = (0..=bits).map(suffix).collect();
+    let all_lengths = format!("[{}]", all_lengths.join(", "));
+    let mut steps: Vec<(String, String)> = Vec::new();
+    let mut previous = String::from("0");
+    let mut index = 0;
+    while width >= 1 {
+        let name = format!("p{index}");
+        // `previous` is a multiple of 2*width, so the tested length is previous + width.
+        let candidates: Vec<String> = (0..bits / (2 * width))
+            .map(|j| suffix(j * 2 * width + width))
+            .collect();
+        let tested = if previous == "0" {
+            candidates[0].clone()
+        } else {
+            format!("[{}][{previous} / {}]", candidates.join(", "), 2 * width)
+        };
+        let value = if previous == "0" {
+            format!("cidr(s + {tested}).containsIP(e) ? {width} : 0")
+        } else {
+            format!("{previous} + (cidr(s + {tested}).containsIP(e) ? {width} : 0)")
+        };
+        steps.push((name.clone(), value));
+        previous = name;
+        index += 1;
+        width /= 2;
+    }
+    let mut body = format!(
+        "cidr(s + {all_lengths}[{previous} + 1]).containsIP(cidr(s + {all_lengths}[{previous}]).masked().ip())"
+    );
+    for (name, value) in steps.iter().rev() {
+        body = format!("[{value}].all({name}, {body})");
+    }
     format!(
-        "!({well_formed}) || ip({START}).family() != ip({END}).family() || \
-         [{lengths}].all(l, l >= (ip({START}).family() == 4 ? 32 : 128) \
-         || !cidr({START} + '/' + string(l)).containsIP({END}) \
-         || cidr({START} + '/' + string(l + 1)).containsIP({END}) \
-         || cidr(string(cidr({START} + '/' + string(l)).masked().ip()) + '/' + string(l + 1)).containsIP({START}))",
+        "!({well_formed} && ip({START}).family() == {family} && ip({END}).family() == {family}) || \
+         [{START}].all(s, [{END}].all(e, cidr(s + {full}).containsIP(e) || {body}))",
         well_formed = is_well_formed_range(),
-        lengths = prefix_lengths.join(", ")
+        full = suffix(bits),
     )
 }
 
@@ -79,7 +118,8 @@ pub fn pool_addresses_schema(_: &mut SchemaGenerator) -> Schema {
             "x-kubernetes-validations": [
                 rule(address_syntax_rule(), ADDRESS_SYNTAX_MESSAGE),
                 rule(address_family_rule(), ADDRESS_FAMILY_MESSAGE),
-                rule(address_order_rule(), ADDRESS_ORDER_MESSAGE),
+                rule(address_order_rule(4), ADDRESS_ORDER_MESSAGE),
+                rule(address_order_rule(6), ADDRESS_ORDER_MESSAGE),
             ]
         }
     })

@@ -2,8 +2,10 @@
 //! generated from them, the parser for pool addresses, and the validation kube-apiserver
 //! applies to those resources.
 
+pub mod cel_cost;
 pub mod cel_rules;
 pub mod crd_manifests;
+pub mod crd_validation;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
 pub mod label_selector;

@@ -76,7 +76,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(field: &str, error_type: ErrorType, value: Option<Value>, detail: String) -> Self {
+    pub fn new(field: &str, error_type: ErrorType, value: Option<Value>, detail: String) -> Self {
         FieldError {
             field: field.to_string(),
             error_type,

@@ -58,6 +58,24 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "29-ipaddresspools-table",
         "ferrolb's CRD has four more printer columns (assigned/available counts) than MetalLB's",
     ),
+    (
+        "47-create-crd-cel-within-budget",
+        "the answer is the stored CRD: its status (conditions, acceptedNames) is that of a cluster with the CRD controllers running",
+    ),
+    (
+        "54-kubectl-create-namespace-protobuf",
+        "protobuf request bodies are not decoded yet (415): kubectl create <kind> needs them",
+    ),
+    (
+        "55-kubectl-create-service-loadbalancer-protobuf",
+        "protobuf request bodies are not decoded yet (415): kubectl create <kind> needs them",
+    ),
+];
+
+/// Exchanges whose status code differs too, and why.
+const STATUS_DIFFERENCES: &[&str] = &[
+    "54-kubectl-create-namespace-protobuf",
+    "55-kubectl-create-service-loadbalancer-protobuf",
 ];
 
 struct Exchange {
@@ -77,12 +95,7 @@ fn golden_dir() -> PathBuf {
 fn exchanges() -> Vec<Exchange> {
     let dir = golden_dir();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "golden exchanges not found at {}: {e}",
-                dir.display()
-            )
-        })
+        .unwrap_or_else(|e| panic!("golden exchanges not found at {}: {e}", dir.display()))
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -179,6 +192,15 @@ impl Replay {
     ) -> (u16, Bytes) {
         let payload = match body {
             Value::Null => Bytes::new(),
+            Value::Object(encoded) if encoded.contains_key("base64") => {
+                use base64::Engine;
+                let text = encoded["base64"].as_str().unwrap();
+                Bytes::from(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .unwrap(),
+                )
+            }
             Value::String(text) => Bytes::from(text.clone()),
             other => Bytes::from(other.to_string()),
         };
@@ -319,7 +341,9 @@ fn normalise_table(table: &mut Value) {
             if let Some(cells) = row["cells"].as_array_mut() {
                 for (i, cell) in cells.iter_mut().enumerate() {
                     match columns.get(i).map(String::as_str) {
-                        Some("Age" | "Cluster-IP") => *cell = json!("<varies>"),
+                        Some("Age" | "Cluster-IP" | "Last Seen" | "First Seen") => {
+                            *cell = json!("<varies>")
+                        }
                         Some("Port(s)") => {
                             *cell = json!(regex_lite_replace(cell.as_str().unwrap_or("")))
                         }
@@ -430,6 +454,40 @@ impl Replay {
                 // The recording's watch cache had evicted older events by then.
                 self.server.server().store().evict_watch_cache();
             }
+            "46-create-crd-cel-cost-over-budget" => {
+                // 46-55 were recorded on another cluster (kube-apiserver 1.36), which had
+                // neither the pool CRD nor the Node, EndpointSlice and Event created above.
+                for path in [
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/ipaddresspools.metallb.io",
+                    "/api/v1/nodes/n1",
+                    "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                    "/api/v1/namespaces/default/events",
+                ] {
+                    let (status, body) = self.send("DELETE", path, &Value::Null, "").await;
+                    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+                }
+            }
+            "53-leases-table" => {
+                // The recorded cluster's kube-apiserver holds its identity Lease.
+                let row = &find("53-leases-table").expected["rows"][0];
+                let metadata = &row["object"]["metadata"];
+                let lease = json!({
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": row["cells"][0], "labels": metadata["labels"],
+                                 "annotations": metadata["annotations"]},
+                    "spec": {"holderIdentity": row["cells"][1], "leaseDurationSeconds": 3600,
+                             "renewTime": "2026-12-02T03:35:25.000000Z"},
+                });
+                let (status, _) = self
+                    .send(
+                        "POST",
+                        "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases?fieldManager=kube-apiserver",
+                        &lease,
+                        "",
+                    )
+                    .await;
+                assert_eq!(status, 201);
+            }
             _ => {}
         }
     }
@@ -459,7 +517,7 @@ impl Replay {
 #[tokio::test]
 async fn every_recorded_exchange_replays_identically() {
     let all = exchanges();
-    assert_eq!(all.len(), 45, "expected the 45 recorded exchanges");
+    assert_eq!(all.len(), 55, "expected the 55 recorded exchanges");
     let known: HashMap<&str, &str> = KNOWN_DIFFERENCES.iter().copied().collect();
     let mut replay = Replay::new().await;
     let mut continue_token: Option<String> = None;
@@ -490,6 +548,21 @@ async fn every_recorded_exchange_replays_identically() {
         replay.learn(&expected, &actual);
         if let Some(token) = actual["metadata"]["continue"].as_str() {
             continue_token = Some(token.to_string());
+        }
+        if STATUS_DIFFERENCES.contains(&exchange.name.as_str()) {
+            assert_ne!(
+                status, exchange.status,
+                "{} matches now: take it off the lists",
+                exchange.name
+            );
+            continue;
+        }
+        if exchange.name == "50-events-table" {
+            // An Event that OpenShift's build of kube-apiserver records about itself.
+            expected["rows"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|row| row["cells"][2] != "KubeAPIReadyz");
         }
         if status != exchange.status {
             failures.push(format!(

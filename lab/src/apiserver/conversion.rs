@@ -75,9 +75,24 @@ pub fn from_storage(resource: &ResourceType, object: Value) -> Value {
         "events.k8s.io/v1",
         "Event",
     );
-    // Null timestamps are core/v1's zero values, not part of the events.k8s.io object.
     if let Some(map) = converted.as_object_mut() {
-        map.retain(|_, v| !v.is_null());
+        // core/v1's zero values that events.k8s.io/v1 omits (omitempty strings and pointers)...
+        map.retain(|key, v| {
+            let always = matches!(
+                key.as_str(),
+                "eventTime" | "deprecatedFirstTimestamp" | "deprecatedLastTimestamp"
+            );
+            always || !(v.is_null() || *v == Value::String(String::new()) || *v == Value::from(0))
+        });
+        // ...and the struct-typed fields it always writes, as Go serializes zero structs.
+        for (key, zero) in [
+            ("deprecatedSource", Value::Object(Map::new())),
+            ("deprecatedFirstTimestamp", Value::Null),
+            ("deprecatedLastTimestamp", Value::Null),
+            ("eventTime", Value::Null),
+        ] {
+            map.entry(key).or_insert(zero);
+        }
     }
     converted
 }
@@ -105,6 +120,11 @@ mod tests {
         assert_eq!(stored["involvedObject"]["name"], "myapp");
         assert_eq!(stored["message"], "Assigned IP [192.168.117.100]");
         assert_eq!(stored["reportingComponent"], "ferrolb.io/controller");
-        assert_eq!(from_storage(&events, stored), written);
+        // Read back, it carries the zero structs kube-apiserver writes (recorded exchange 49).
+        let mut read_back = written;
+        read_back["deprecatedSource"] = json!({});
+        read_back["deprecatedFirstTimestamp"] = Value::Null;
+        read_back["deprecatedLastTimestamp"] = Value::Null;
+        assert_eq!(from_storage(&events, stored), read_back);
     }
 }

@@ -43,6 +43,20 @@ pub fn admit(
     Err(ApiError::invalid(resource, name, &errors))
 }
 
+/// Refuses a CustomResourceDefinition that kube-apiserver would refuse for its CEL rules: one
+/// that does not compile, or whose estimated cost is over the per-rule or per-CRD budget.
+pub fn validate_definition(resource: &ResourceType, crd: &Value) -> Result<(), ApiError> {
+    if !is_crd_resource(resource) {
+        return Ok(());
+    }
+    let errors = ferrolb_crds::crd_validation::validate_crd_rules(crd);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let name = crd["metadata"]["name"].as_str().unwrap_or("");
+    Err(ApiError::invalid(resource, name, &errors))
+}
+
 fn is_crd_resource(resource: &ResourceType) -> bool {
     resource.group == "apiextensions.k8s.io" && resource.plural == "customresourcedefinitions"
 }

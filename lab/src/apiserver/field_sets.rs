@@ -286,7 +286,7 @@ fn builtin_shape(kind: &str, path: &str, value: &Value) -> Shape {
         ("ConfigMap" | "Secret", "data" | "binaryData" | "stringData") => return Shape::Map,
         ("Node", "status.capacity" | "status.allocatable") => return Shape::Map,
         ("Node", "metadata.labels") => return Shape::Map,
-        ("Event", "involvedObject" | "related") => return Shape::Atomic,
+        ("Event", "involvedObject" | "regarding" | "related") => return Shape::Atomic,
         _ => {}
     }
     match value {

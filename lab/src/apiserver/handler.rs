@@ -835,7 +835,10 @@ fn prepare_for_create(
     object: &mut Value,
     strict_fields: bool,
 ) -> Result<(), ApiError> {
+    // kube-apiserver's strategies drop the status a client sends with a new object, except
+    // the Node strategy: a kubelet registers its node with its addresses and conditions.
     if resource.has_status()
+        && !is_core(resource, "nodes")
         && let Some(map) = object.as_object_mut()
     {
         map.remove("status");
@@ -843,6 +846,7 @@ fn prepare_for_create(
     if resource.custom.is_some() {
         custom_resources::admit(resource, object, None, strict_fields)?;
     }
+    custom_resources::validate_definition(resource, object)?;
     if is_core(resource, "services") {
         let name = object["metadata"]["name"]
             .as_str()
@@ -1122,6 +1126,9 @@ fn prepare_for_update(
         .to_string();
     if resource.custom.is_some() {
         custom_resources::admit(resource, next, Some(current), request.strict_fields)?;
+    }
+    if subresource.is_none() {
+        custom_resources::validate_definition(resource, next)?;
     }
     if is_core(resource, "services") {
         let result = match subresource {

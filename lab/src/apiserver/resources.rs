@@ -87,7 +87,7 @@ impl ResourceType {
     /// The kind as kube-apiserver names it in validation messages: `Service`, or
     /// `L2Advertisement.metallb.io`.
     pub fn qualified_kind(&self) -> String {
-        if self.group.is_empty() || self.custom.is_none() {
+        if self.group.is_empty() {
             self.kind.clone()
         } else {
             format!("{}.{}", self.kind, self.group)

@@ -1,6 +1,7 @@
 //! Server-side tables (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`), which is what
-//! `kubectl get` prints: Services with kube-apiserver's columns, custom resources with their
-//! CRD's printer columns, every other kind with NAME and AGE.
+//! `kubectl get` prints: Services, Events, Nodes, EndpointSlices and Leases with
+//! kube-apiserver's columns, custom resources with their CRD's printer columns, every other kind
+//! with NAME and AGE.
 
 use super::strings;
 use serde_json::{Map, Value, json};
@@ -47,10 +48,48 @@ fn columns(resource: &ResourceType) -> Vec<Value> {
             column("Selector", "string", "", 1),
         ];
     }
-    vec![
-        column("Name", "string", "name", 0),
-        column("Age", "string", "", 0),
-    ]
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("" | "events.k8s.io", "events") => vec![
+            column("Last Seen", "string", "", 0),
+            column("Type", "string", "", 0),
+            column("Reason", "string", "", 0),
+            column("Object", "string", "", 0),
+            column("Subobject", "string", "", 1),
+            column("Source", "string", "", 1),
+            column("Message", "string", "", 0),
+            column("First Seen", "string", "", 1),
+            column("Count", "string", "", 1),
+            column("Name", "string", "name", 1),
+        ],
+        ("", "nodes") => vec![
+            column("Name", "string", "name", 0),
+            column("Status", "string", "", 0),
+            column("Roles", "string", "", 0),
+            column("Age", "string", "", 0),
+            column("Version", "string", "", 0),
+            column("Internal-IP", "string", "", 1),
+            column("External-IP", "string", "", 1),
+            column("OS-Image", "string", "", 1),
+            column("Kernel-Version", "string", "", 1),
+            column("Container-Runtime", "string", "", 1),
+        ],
+        ("discovery.k8s.io", "endpointslices") => vec![
+            column("Name", "string", "name", 0),
+            column("AddressType", "string", "", 0),
+            column("Ports", "string", "", 0),
+            column("Endpoints", "string", "", 0),
+            column("Age", "string", "", 0),
+        ],
+        ("coordination.k8s.io", "leases") => vec![
+            column("Name", "string", "name", 0),
+            column("Holder", "string", "", 0),
+            column("Age", "string", "", 0),
+        ],
+        _ => vec![
+            column("Name", "string", "name", 0),
+            column("Age", "string", "", 0),
+        ],
+    }
 }
 
 fn cells(resource: &ResourceType, object: &Value, now: jiff::Timestamp) -> Vec<Value> {
@@ -83,7 +122,202 @@ fn cells(resource: &ResourceType, object: &Value, now: jiff::Timestamp) -> Vec<V
             json!(format_labels(spec["selector"].as_object())),
         ];
     }
-    vec![name, age]
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("" | "events.k8s.io", "events") => event_cells(object, now),
+        ("", "nodes") => node_cells(object, age),
+        ("discovery.k8s.io", "endpointslices") => vec![
+            name,
+            object["addressType"].clone(),
+            json!(endpoint_slice_ports(object)),
+            json!(endpoint_slice_addresses(object)),
+            age,
+        ],
+        ("coordination.k8s.io", "leases") => vec![
+            name,
+            json!(object["spec"]["holderIdentity"].as_str().unwrap_or("")),
+            age,
+        ],
+        _ => vec![name, age],
+    }
+}
+
+/// How long ago a timestamp was, as kube-apiserver's printers say it ("<unknown>" if unset).
+fn since(timestamp: &Value, now: jiff::Timestamp) -> Option<String> {
+    let time = timestamp.as_str()?.parse::<jiff::Timestamp>().ok()?;
+    Some(human_duration(now.duration_since(time).as_secs()))
+}
+
+/// An Event's row, whichever API (core/v1 or events.k8s.io/v1) it is read through.
+fn event_cells(event: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let either = |core: &str, events: &str| {
+        let value = &event[core];
+        if value.is_null() {
+            event[events].clone()
+        } else {
+            value.clone()
+        }
+    };
+    let first_seen = since(&either("firstTimestamp", "deprecatedFirstTimestamp"), now)
+        .or_else(|| since(&event["eventTime"], now))
+        .unwrap_or_else(|| "<unknown>".into());
+    let mut last_seen = since(&either("lastTimestamp", "deprecatedLastTimestamp"), now)
+        .unwrap_or_else(|| first_seen.clone());
+    let mut count = either("count", "deprecatedCount").as_i64().unwrap_or(0);
+    if event["series"].is_object() {
+        last_seen =
+            since(&event["series"]["lastObservedTime"], now).unwrap_or_else(|| "<unknown>".into());
+        count = event["series"]["count"].as_i64().unwrap_or(0);
+    } else if count == 0 {
+        // Singleton events of the events.k8s.io API have no count.
+        count = 1;
+    }
+    let involved = either("involvedObject", "regarding");
+    let kind = involved["kind"].as_str().unwrap_or("").to_ascii_lowercase();
+    let target = match involved["name"].as_str().filter(|n| !n.is_empty()) {
+        Some(name) => format!("{kind}/{name}"),
+        None => kind,
+    };
+    let source = either("source", "deprecatedSource");
+    let first_non_empty = |a: &Value, b: &Value| {
+        a.as_str()
+            .filter(|s| !s.is_empty())
+            .or_else(|| b.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let component = first_non_empty(&source["component"], &event["reportingController"]);
+    let component = if component.is_empty() {
+        first_non_empty(&source["component"], &event["reportingComponent"])
+    } else {
+        component
+    };
+    let instance = first_non_empty(&source["host"], &event["reportingInstance"]);
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    let message = either("message", "note");
+    vec![
+        json!(last_seen),
+        event["type"].clone(),
+        event["reason"].clone(),
+        json!(target),
+        json!(involved["fieldPath"].as_str().unwrap_or("")),
+        json!(source),
+        json!(message.as_str().unwrap_or("").trim()),
+        json!(first_seen),
+        json!(count),
+        event["metadata"]["name"].clone(),
+    ]
+}
+
+fn node_cells(node: &Value, age: Value) -> Vec<Value> {
+    let conditions = node["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut status: Vec<String> = conditions
+        .iter()
+        .filter(|c| c["type"] == "Ready")
+        .take(1)
+        .map(|c| {
+            if c["status"] == "True" {
+                "Ready".into()
+            } else {
+                "NotReady".into()
+            }
+        })
+        .collect();
+    if status.is_empty() {
+        status.push("Unknown".into());
+    }
+    if node["spec"]["unschedulable"] == Value::Bool(true) {
+        status.push("SchedulingDisabled".into());
+    }
+    let mut roles: Vec<String> = node["metadata"]["labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(key, value)| {
+                    if let Some(role) = key.strip_prefix("node-role.kubernetes.io/") {
+                        (!role.is_empty()).then(|| role.to_string())
+                    } else if key == "kubernetes.io/role" {
+                        value
+                            .as_str()
+                            .filter(|v| !v.is_empty())
+                            .map(ToString::to_string)
+                    } else {
+                        None
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort();
+    roles.dedup();
+    let address = |kind: &str| {
+        node["status"]["addresses"]
+            .as_array()
+            .and_then(|addresses| addresses.iter().find(|a| a["type"] == kind))
+            .and_then(|a| a["address"].as_str())
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let info = &node["status"]["nodeInfo"];
+    let or_unknown = |v: &Value| json!(text_or(v.as_str(), "<unknown>"));
+    vec![
+        node["metadata"]["name"].clone(),
+        json!(status.join(",")),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
+        age,
+        json!(info["kubeletVersion"].as_str().unwrap_or("")),
+        json!(address("InternalIP")),
+        json!(address("ExternalIP")),
+        or_unknown(&info["osImage"]),
+        or_unknown(&info["kernelVersion"]),
+        or_unknown(&info["containerRuntimeVersion"]),
+    ]
+}
+
+/// kube-apiserver's "first three, then + N more..." lists.
+fn first_three(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    let shown = items.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    if items.len() > 3 {
+        format!("{shown} + {} more...", items.len() - 3)
+    } else if shown.is_empty() {
+        "<unset>".into()
+    } else {
+        shown
+    }
+}
+
+fn endpoint_slice_ports(slice: &Value) -> String {
+    let ports = slice["ports"].as_array().cloned().unwrap_or_default();
+    first_three(
+        ports
+            .iter()
+            .map(|p| match (p["port"].as_i64(), p["name"].as_str()) {
+                (Some(port), _) => port.to_string(),
+                (None, Some(name)) => name.to_string(),
+                (None, None) => "*".into(),
+            }),
+    )
+}
+
+fn endpoint_slice_addresses(slice: &Value) -> String {
+    let endpoints = slice["endpoints"].as_array().cloned().unwrap_or_default();
+    first_three(
+        endpoints
+            .iter()
+            .flat_map(|e| strings(&e["addresses"]).into_iter()),
+    )
 }
 
 fn text_or<'a>(text: Option<&'a str>, fallback: &'a str) -> &'a str {

@@ -60,6 +60,17 @@ pub fn on_create(resource: &ResourceType, object: &mut Value) {
                 object["status"] = json!({});
             }
             fill_missing(&mut object["status"], &node_status_zero());
+            if let Some(conditions) = object["status"]
+                .get_mut("conditions")
+                .and_then(Value::as_array_mut)
+            {
+                for condition in conditions.iter_mut().filter(|c| c.is_object()) {
+                    fill_missing(
+                        condition,
+                        &json!({"lastHeartbeatTime": null, "lastTransitionTime": null}),
+                    );
+                }
+            }
         }
         ("discovery.k8s.io", "endpointslices") => {
             if let Some(ports) = object["ports"].as_array_mut() {
