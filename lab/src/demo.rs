@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::machine;
 use crate::netns::{Netns, Segment, ip};
 
 pub const PREFIX: &str = "ferrolb";
@@ -114,37 +115,20 @@ impl Progress {
     }
 }
 
-/// What the demo needs from the machine, each missing piece with how to get it.
+/// What the demo needs from the machine: root and kubectl, and the Debian packages of the
+/// tools it runs, which it installs when they are missing. Whatever is still missing is
+/// reported with how to get it, before anything is touched.
 pub fn preflight(family: Family) -> anyhow::Result<()> {
+    let ipv6 = family != Family::Ipv4;
     let mut missing = Vec::new();
-    if !nix::unistd::geteuid().is_root() {
+    if !machine::is_root() {
         missing.push("root: network namespaces need it (run with sudo)".to_string());
+    } else if let Err(e) = machine::install_missing(ipv6) {
+        println!("    {e:#}");
     }
-    let has = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-            })
-            .ok()
-    };
-    if has("ip", &["-V"]).is_none() {
-        missing.push("ip: apt-get install iproute2".into());
-    }
-    if !has("arping", &["-V"]).is_some_and(|v| v.contains("iputils")) {
-        missing.push("arping (iputils): apt-get install iputils-arping".into());
-    }
-    if family != Family::Ipv4 && has("ndisc6", &["-V"]).is_none() {
-        missing.push("ndisc6: apt-get install ndisc6".into());
-    }
-    if has("curl", &["--version"]).is_none() {
-        missing.push("curl: apt-get install curl".into());
-    }
-    if has("kubectl", &["version", "--client"]).is_none() {
-        missing.push("kubectl: see https://kubernetes.io/docs/tasks/tools/".into());
+    missing.extend(machine::missing_tools(ipv6));
+    if !machine::has_kubectl() {
+        missing.push(machine::KUBECTL_MISSING.into());
     }
     if !missing.is_empty() {
         bail!("missing:\n  - {}", missing.join("\n  - "));

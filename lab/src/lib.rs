@@ -3,4 +3,5 @@
 pub mod apiserver;
 pub mod demo;
 pub mod helpers;
+pub mod machine;
 pub mod netns;

@@ -77,6 +77,9 @@ enum Command {
     },
     /// Remove the lab: processes, namespaces, state.
     Down,
+    /// Install the Debian packages the lab and ferrolb's tests need (ip, iputils arping,
+    /// ndisc6, curl) where missing, and check for kubectl.
+    Prepare,
     /// What of the lab is running.
     Status,
     /// (used by the lab) Answer HTTP requests with one line of text.
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Down => return ferrolb_lab::demo::down(),
+        Command::Prepare => return ferrolb_lab::machine::prepare(),
         Command::Status => return ferrolb_lab::demo::status(),
         Command::ServeText { listen, text } => {
             return ferrolb_lab::helpers::serve_text(listen, &text);

@@ -158,9 +158,10 @@ fn demo_output(path: Option<&std::path::Path>) -> (bool, String) {
 }
 
 fn a_missing_tool_or_a_leftover_is_reported_and_left_alone() {
-    // A PATH with everything but arping.
+    // A PATH with everything but arping, and an apt-get that records what it is asked and
+    // fails to install, as on a machine whose package mirror lacks the package.
     let bin = tempfile::tempdir().unwrap();
-    for tool in ["ip", "curl", "kubectl"] {
+    for tool in ["ip", "curl", "kubectl", "sh"] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -168,11 +169,36 @@ fn a_missing_tool_or_a_leftover_is_reported_and_left_alone() {
         let target = String::from_utf8_lossy(&found.stdout).trim().to_string();
         std::os::unix::fs::symlink(&target, bin.path().join(tool)).unwrap();
     }
+    let asked = bin.path().join("apt-get.asked");
+    let apt_get = bin.path().join("apt-get");
+    std::fs::write(
+        &apt_get,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\n[ \"$1\" = update ] && exit 0\nexit 100\n",
+            asked.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &apt_get,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let (ok, output) = demo_output(Some(bin.path()));
     assert!(!ok, "{output}");
     assert!(
+        output.contains("installing the Debian packages the lab needs: iputils-arping (apt-get)"),
+        "the demo says what it installs:\n{output}"
+    );
+    let asked = std::fs::read_to_string(&asked).unwrap_or_default();
+    assert!(asked.contains("update"), "{asked}");
+    assert!(
+        asked.contains("install -y -qq iputils-arping arping-"),
+        "the demo installs the missing package:\n{asked}"
+    );
+    assert!(
         output.contains("arping (iputils): apt-get install iputils-arping"),
-        "{output}"
+        "what is still missing is reported with how to get it:\n{output}"
     );
     assert!(
         ferrolb_lab::demo::existing_namespaces().is_empty(),
