@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ferrolb_crds::label_selector::{SelectorError, matches_any};
-use ferrolb_crds::pool_address::{AddressError, parse_pool_addresses};
+use ferrolb_crds::pool_address::{AddressError, parse_pool_address};
 use ferrolb_crds::{AddressRange, IPAddressPool, IpFamily};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -20,7 +20,7 @@ pub struct AllocationRule {
     pub service_selectors: Vec<LabelSelector>,
 }
 
-/// A valid pool.
+/// A pool: the ranges of its usable entries and the rules for which Services it serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
     pub name: String,
@@ -30,20 +30,37 @@ pub struct Pool {
     pub allocation: Option<AllocationRule>,
     /// The pool's labels, for L2Advertisement pool selectors.
     pub labels: BTreeMap<String, String>,
+    /// Entries that do not parse, each left out on its own: the others stay in use.
+    pub rejected: Vec<RejectedEntry>,
 }
 
-/// Why a pool cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PoolError {
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Addresses(Vec<AddressError>),
+/// An `addresses` entry the controller cannot use. The CRD's rules refuse such entries at
+/// admission; one can still arrive through a CRD installed without them (or an older one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedEntry {
+    /// Its index in `spec.addresses`.
+    pub index: usize,
+    pub error: AddressError,
+}
+
+impl std::fmt::Display for RejectedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spec.addresses[{}]: {}", self.index, self.error)
+    }
 }
 
 impl Pool {
-    /// The pool an IPAddressPool describes, or every reason it is invalid.
-    pub fn from_resource(resource: &IPAddressPool) -> Result<Pool, PoolError> {
-        let ranges =
-            parse_pool_addresses(&resource.spec.addresses).map_err(PoolError::Addresses)?;
+    /// The pool an IPAddressPool describes; entries that do not parse are set aside in
+    /// `rejected`, so that one bad entry never takes the pool's other addresses away.
+    pub fn from_resource(resource: &IPAddressPool) -> Pool {
+        let mut ranges = Vec::new();
+        let mut rejected = Vec::new();
+        for (index, entry) in resource.spec.addresses.iter().enumerate() {
+            match parse_pool_address(entry) {
+                Ok(range) => ranges.push(range),
+                Err(error) => rejected.push(RejectedEntry { index, error }),
+            }
+        }
         let allocation = resource
             .spec
             .service_allocation
@@ -54,14 +71,15 @@ impl Pool {
                 namespace_selectors: a.namespace_selectors.clone().unwrap_or_default(),
                 service_selectors: a.service_selectors.clone().unwrap_or_default(),
             });
-        Ok(Pool {
+        Pool {
             name: resource.metadata.name.clone().unwrap_or_default(),
             ranges,
             auto_assign: resource.spec.auto_assign(),
             avoid_buggy_ips: resource.spec.avoid_buggy_ips(),
             allocation,
             labels: resource.metadata.labels.clone().unwrap_or_default(),
-        })
+            rejected,
+        }
     }
 
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {

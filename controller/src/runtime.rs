@@ -620,16 +620,18 @@ impl Controller {
         waiting.into_iter().map(|(_, key)| key).collect()
     }
 
-    /// Reads every pool; valid ones go to the allocator, invalid ones are reported.
+    /// Reads every pool into the allocator; entries that do not parse are left out, each on
+    /// its own, and reported.
     fn load_pools(&mut self) {
-        let mut valid = Vec::new();
+        let mut pools = Vec::new();
         for resource in self.pools.state() {
-            match Pool::from_resource(&resource) {
-                Ok(pool) => valid.push(pool),
-                Err(e) => warn!(pool = %resource.name_any(), error = %e, "invalid pool, not used"),
+            let pool = Pool::from_resource(&resource);
+            for entry in &pool.rejected {
+                warn!(pool = %pool.name, entry = %entry, "address entry not used");
             }
+            pools.push(pool);
         }
-        self.allocator.set_pools(valid);
+        self.allocator.set_pools(pools);
     }
 
     /// Decides what one Service should hold and show, updating the allocator; returns the
@@ -825,16 +827,28 @@ impl Controller {
         let overlaps = find_overlaps(
             parsed
                 .iter()
-                .filter_map(|(_, pool)| pool.as_ref().ok())
-                .map(|p| (p.name.as_str(), p.ranges.as_slice())),
+                .map(|(_, p)| (p.name.as_str(), p.ranges.as_slice())),
         );
         let orphaned = self.allocator.orphaned_by_pool();
         let all_stats = self.allocator.all_stats();
         for (resource, pool) in &parsed {
             let name = resource.name_any();
-            let (valid, reason, message) = match pool {
-                Err(e) => ("False", "InvalidAddresses", e.to_string()),
-                Ok(_) => {
+            let (valid, reason, message) = match pool.rejected.as_slice() {
+                [_, ..] => {
+                    let entries: Vec<String> =
+                        pool.rejected.iter().map(ToString::to_string).collect();
+                    let rest = if pool.ranges.is_empty() {
+                        "the pool has no usable address"
+                    } else {
+                        "the pool's other entries are in use"
+                    };
+                    (
+                        "False",
+                        "InvalidAddresses",
+                        format!("{}; {rest}", entries.join("; ")),
+                    )
+                }
+                [] => {
                     let mine: Vec<String> = overlaps
                         .iter()
                         .filter(|o| o.first_pool == name || o.second_pool == name)

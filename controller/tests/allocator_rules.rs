@@ -22,7 +22,9 @@ fn pool(name: &str, spec: Value) -> Pool {
         "spec": spec
     }))
     .unwrap();
-    Pool::from_resource(&resource).unwrap()
+    let pool = Pool::from_resource(&resource);
+    assert!(pool.rejected.is_empty(), "{:?}", pool.rejected);
+    pool
 }
 
 fn request(namespace: &str, name: &str, extra: Value) -> ServiceRequest {
@@ -97,6 +99,47 @@ fn the_seed_example_gets_192_168_117_100() {
     );
     let stats = allocator.stats("first-pool");
     assert_eq!((stats.assigned_ipv4, stats.available_ipv4), (2, 9));
+}
+
+#[test]
+fn an_entry_that_does_not_parse_is_left_out_alone() {
+    let resource: IPAddressPool = serde_json::from_value(json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": "mixed", "namespace": "metallb-system"},
+        "spec": {"addresses": ["2001:db8::ff-2001:db8::1", "192.0.2.30-192.0.2.31"]}
+    }))
+    .unwrap();
+    let mixed = Pool::from_resource(&resource);
+    assert_eq!(mixed.rejected.len(), 1);
+    assert_eq!(mixed.rejected[0].index, 0);
+    assert!(
+        mixed.rejected[0]
+            .to_string()
+            .starts_with("spec.addresses[0]: invalid IP range"),
+        "{}",
+        mixed.rejected[0]
+    );
+    let mut allocator = Allocator::new();
+    allocator.set_pools(vec![
+        mixed,
+        pool("other", json!({"addresses": ["192.0.2.40/32"]})),
+    ]);
+    let first = allocator
+        .allocate(&request(
+            "default",
+            "a",
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": "mixed"}}}),
+        ))
+        .unwrap();
+    assert_eq!(ips(&first), ["192.0.2.30"]);
+    let other = allocator
+        .allocate(&request(
+            "default",
+            "b",
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": "other"}}}),
+        ))
+        .unwrap();
+    assert_eq!(ips(&other), ["192.0.2.40"]);
 }
 
 #[test]
