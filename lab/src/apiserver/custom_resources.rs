@@ -45,9 +45,26 @@ pub fn admit(
 
 /// Refuses a CustomResourceDefinition that kube-apiserver would refuse for its CEL rules: one
 /// that does not compile, or whose estimated cost is over the per-rule or per-CRD budget.
-pub fn validate_definition(resource: &ResourceType, crd: &Value) -> Result<(), ApiError> {
+/// Also applies kube-apiserver's defaults for the definition (listKind, singular, conversion).
+pub fn validate_definition(resource: &ResourceType, crd: &mut Value) -> Result<(), ApiError> {
     if !is_crd_resource(resource) {
         return Ok(());
+    }
+    let kind = crd["spec"]["names"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if let Some(names) = crd["spec"]["names"].as_object_mut() {
+        names
+            .entry("listKind")
+            .or_insert_with(|| Value::String(format!("{kind}List")));
+        names
+            .entry("singular")
+            .or_insert_with(|| Value::String(kind.to_ascii_lowercase()));
+    }
+    if let Some(spec) = crd["spec"].as_object_mut() {
+        spec.entry("conversion")
+            .or_insert_with(|| serde_json::json!({"strategy": "None"}));
     }
     let errors = ferrolb_crds::crd_validation::validate_crd_rules(crd);
     if errors.is_empty() {

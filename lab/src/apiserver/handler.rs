@@ -855,6 +855,24 @@ fn prepare_for_create(
         service::default_and_validate(object)
             .map_err(|errors| ApiError::invalid(resource, &name, &errors))?;
     }
+    if resource.group == "apiextensions.k8s.io" && resource.plural == "customresourcedefinitions" {
+        // What kube-apiserver answers before its CRD controllers have looked at the new CRD.
+        let stored: Vec<Value> = object["spec"]["versions"]
+            .as_array()
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter(|v| v["storage"] == Value::Bool(true))
+                    .map(|v| v["name"].clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        object["status"] = json!({
+            "conditions": null,
+            "acceptedNames": {"plural": "", "kind": ""},
+            "storedVersions": stored,
+        });
+    }
     if is_core(resource, "namespaces") {
         object["spec"] = json!({"finalizers": ["kubernetes"]});
         object["status"] = json!({"phase": "Active"});
