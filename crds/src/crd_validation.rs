@@ -72,7 +72,8 @@ impl TotalCost {
             field: field.to_string(),
             cost,
         });
-        self.most_expensive.sort_by(|a, b| b.cost.cmp(&a.cost));
+        self.most_expensive
+            .sort_by_key(|rule| std::cmp::Reverse(rule.cost));
         self.most_expensive.truncate(4);
     }
 }

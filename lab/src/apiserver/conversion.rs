@@ -82,7 +82,7 @@ pub fn from_storage(resource: &ResourceType, object: Value) -> Value {
                 key.as_str(),
                 "eventTime" | "deprecatedFirstTimestamp" | "deprecatedLastTimestamp"
             );
-            always || !(v.is_null() || *v == Value::String(String::new()) || *v == Value::from(0))
+            always || !(v.is_null() || v.as_str() == Some("") || v.as_i64() == Some(0))
         });
         // ...and the struct-typed fields it always writes, as Go serializes zero structs.
         for (key, zero) in [
