@@ -62,21 +62,10 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "47-create-crd-cel-within-budget",
         "managedFields: kube-apiserver records the defaulted spec.conversion with a \".\" member (structured-merge-diff's pointer-struct ownership); the emulator records its field only",
     ),
-    (
-        "54-kubectl-create-namespace-protobuf",
-        "protobuf request bodies are not decoded yet (415): kubectl create <kind> needs them",
-    ),
-    (
-        "55-kubectl-create-service-loadbalancer-protobuf",
-        "protobuf request bodies are not decoded yet (415): kubectl create <kind> needs them",
-    ),
 ];
 
-/// Exchanges whose status code differs too, and why.
-const STATUS_DIFFERENCES: &[&str] = &[
-    "54-kubectl-create-namespace-protobuf",
-    "55-kubectl-create-service-loadbalancer-protobuf",
-];
+/// Exchanges whose status code differs too.
+const STATUS_DIFFERENCES: &[&str] = &[];
 
 struct Exchange {
     name: String,
@@ -124,7 +113,7 @@ fn exchanges() -> Vec<Exchange> {
                     .unwrap_or_default(),
                 body: request["body"].clone(),
                 status: u16::try_from(recorded["response"]["status"].as_u64().unwrap()).unwrap(),
-                expected: recorded["response"]["body"].clone(),
+                expected: decoded(&recorded["response"]["body"]),
             }
         })
         .collect()
@@ -357,7 +346,24 @@ fn normalise_table(table: &mut Value) {
     }
 }
 
+/// A recorded body: JSON as it is, protobuf (`{"base64": ...}`) as the JSON it encodes.
+fn decoded(body: &Value) -> Value {
+    use base64::Engine;
+    match body["base64"].as_str() {
+        Some(text) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            ferrolb_lab::apiserver::protobuf::decode(&bytes).unwrap()
+        }
+        None => body.clone(),
+    }
+}
+
 fn parse_body(bytes: &Bytes, watch: bool) -> Value {
+    if bytes.starts_with(b"k8s\0") {
+        return ferrolb_lab::apiserver::protobuf::decode(bytes).unwrap();
+    }
     if watch {
         return Value::Array(
             bytes

@@ -266,3 +266,70 @@ async fn kubectl_installs_config_and_applies_server_side() {
         output[5]
     );
 }
+
+/// What a newcomer types first: `kubectl create` sends protobuf bodies, and `kubectl get events`
+/// prints kube-apiserver's event columns.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_create_and_get_events_work_as_on_a_real_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, kubectl) = start(dir.path()).await;
+    let events: &[u8] = br#"{"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "web.1", "namespace": "default"},
+        "eventTime": "2026-12-02T12:00:00.000000Z", "action": "Allocate",
+        "reportingController": "metallb.io/ferrolb-controller", "reportingInstance": "ferrolb-controller-0",
+        "reason": "IPAllocated", "type": "Normal", "note": "Assigned IP [\"192.168.117.100\"]",
+        "regarding": {"kind": "Service", "namespace": "default", "name": "web", "apiVersion": "v1"}}"#;
+    let event_file = dir.path().join("event.json");
+    std::fs::write(&event_file, events).unwrap();
+    let event_file = event_file.display().to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        kubectl.run_all(&[
+            &["create", "namespace", "team-a"][..],
+            &["create", "service", "loadbalancer", "web", "--tcp=80:8080"][..],
+            &["create", "configmap", "settings", "--from-literal=a=b"][..],
+            &["get", "namespace", "team-a"][..],
+            &["get", "svc", "web"][..],
+            &["get", "configmap", "settings", "-o", "jsonpath={.data.a}"][..],
+            &["create", "-f", &event_file][..],
+            &["get", "events"][..],
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        output[0].contains("namespace/team-a created"),
+        "{}",
+        output[0]
+    );
+    assert!(output[1].contains("service/web created"), "{}", output[1]);
+    assert!(
+        output[2].contains("configmap/settings created"),
+        "{}",
+        output[2]
+    );
+    assert_eq!(row(&output[3], "team-a")[1], "Active", "{}", output[3]);
+    let web = row(&output[4], "web");
+    assert_eq!(web[1], "LoadBalancer", "{}", output[4]);
+    assert_eq!(web[3], "<pending>", "{}", output[4]);
+    assert!(web[4].starts_with("80:"), "{}", output[4]);
+    assert_eq!(output[5], "b");
+    let header: Vec<&str> = output[7]
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{}",
+        output[7]
+    );
+    assert!(
+        output[7]
+            .contains("Normal   IPAllocated   service/web   Assigned IP [\"192.168.117.100\"]"),
+        "{}",
+        output[7]
+    );
+    drop(server);
+}

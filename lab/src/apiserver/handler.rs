@@ -17,6 +17,7 @@ use super::discovery;
 use super::field_sets::{Scope, Shapes};
 use super::managed_fields::{self, Writer};
 use super::openapi;
+use super::protobuf;
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::service;
@@ -333,6 +334,7 @@ async fn handle_resource(
 ) -> Result<Response, ApiError> {
     let resource = request.resource.clone();
     refuse_binary_encodings(headers)?;
+    let accept = header_str(headers, header::ACCEPT);
     let manager = field_manager(query, headers);
     request.strict_fields = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     request.dry_run = match query.get("dryRun").map(String::as_str) {
@@ -349,9 +351,9 @@ async fn handle_resource(
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
         (&Method::DELETE, None) => delete_collection(server, &request, query),
         (&Method::POST, None) => {
-            let object = parse_body(body)?;
+            let object = object_body(headers, body)?;
             create(server, &request, object, &manager)
-                .map(|o| json_response(StatusCode::CREATED, &o))
+                .map(|o| object_response(StatusCode::CREATED, &o, accept))
         }
         (&Method::GET, Some(name)) => {
             let object = get(server, &request, name)?;
@@ -360,17 +362,17 @@ async fn handle_resource(
                 let table = tables::table(&resource, std::slice::from_ref(&object), metadata);
                 return Ok(json_response(StatusCode::OK, &table));
             }
-            Ok(json_response(StatusCode::OK, &object))
+            Ok(object_response(StatusCode::OK, &object, accept))
         }
         (&Method::PUT, Some(name)) => {
-            let object = parse_body(body)?;
+            let object = object_body(headers, body)?;
             let (stored, created) = update(server, &request, name, object, &manager)?;
             let status = if created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            Ok(json_response(status, &stored))
+            Ok(object_response(status, &stored, accept))
         }
         (&Method::PATCH, Some(name)) => {
             let patch_request = PatchRequest {
@@ -380,7 +382,7 @@ async fn handle_resource(
                 force: is_true(query.get("force")),
             };
             let stored = patch(server, &request, name, &patch_request)?;
-            Ok(json_response(StatusCode::OK, &stored))
+            Ok(object_response(StatusCode::OK, &stored, accept))
         }
         (&Method::DELETE, Some(name)) => {
             let options = delete_options(body)?;
@@ -405,17 +407,52 @@ fn is_true(value: Option<&String>) -> bool {
     value.is_some_and(|v| v == "true" || v == "1")
 }
 
-/// Request bodies kube-apiserver accepts that the emulator cannot decode: Kubernetes' protobuf
-/// and CBOR encodings. It answers 415 so that the client knows.
+/// Request bodies kube-apiserver accepts that the emulator cannot decode: CBOR, and protobuf
+/// of kinds it does not map. It answers 415 so that the client knows.
 fn refuse_binary_encodings(headers: &HeaderMap) -> Result<(), ApiError> {
     let content_type = header_str(headers, header::CONTENT_TYPE);
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(
             content_type,
-            "application/json, application/yaml",
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf",
         ));
     }
     Ok(())
+}
+
+/// A create or update body: JSON, YAML, or Kubernetes protobuf (what `kubectl create` sends).
+fn object_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
+    let content_type = header_str(headers, header::CONTENT_TYPE);
+    if !content_type.starts_with(protobuf::CONTENT_TYPE) {
+        return parse_body(body);
+    }
+    protobuf::decode(body).map_err(|e| match e {
+        protobuf::DecodeError::Malformed(reason) => {
+            ApiError::bad_request(format!("the protobuf request body is invalid: {reason}"))
+        }
+        protobuf::DecodeError::UnsupportedKind { api_version, kind } => ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the emulated API server reads protobuf bodies of Namespace, Service, ConfigMap, Secret, ServiceAccount and RBAC kinds, not {api_version} {kind}: send it as JSON (kubectl apply)"
+            ),
+        ),
+    })
+}
+
+/// A single object, in protobuf when the client asks for it first and its kind is mapped.
+fn object_response(status: StatusCode, object: &Value, accept: &str) -> Response {
+    if protobuf::preferred(accept)
+        && let Some(body) = protobuf::encode(object)
+    {
+        return (
+            status,
+            [(header::CONTENT_TYPE, protobuf::CONTENT_TYPE)],
+            body,
+        )
+            .into_response();
+    }
+    json_response(status, object)
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
@@ -874,8 +911,8 @@ fn prepare_for_create(
         });
     }
     if is_core(resource, "namespaces") {
-        object["spec"] = json!({"finalizers": ["kubernetes"]});
-        object["status"] = json!({"phase": "Active"});
+        // Defaulting: the label is the request's, and its manager owns it. The finalizer and
+        // phase come from the Namespace strategy (zero_values::on_create), which nobody owns.
         let name = object["metadata"]["name"].clone();
         object["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
     }

@@ -15,6 +15,7 @@ pub mod kubeconfig;
 mod lifecycle;
 pub mod managed_fields;
 pub mod openapi;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod service;

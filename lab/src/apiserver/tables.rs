@@ -1,5 +1,5 @@
 //! Server-side tables (`Accept: application/json;as=Table;g=meta.k8s.io;v=v1`), which is what
-//! `kubectl get` prints: Services, Events, Nodes, EndpointSlices and Leases with
+//! `kubectl get` prints: Services, Events, Namespaces, Nodes, EndpointSlices and Leases with
 //! kube-apiserver's columns, custom resources with their CRD's printer columns, every other kind
 //! with NAME and AGE.
 
@@ -73,6 +73,11 @@ fn columns(resource: &ResourceType) -> Vec<Value> {
             column("Kernel-Version", "string", "", 1),
             column("Container-Runtime", "string", "", 1),
         ],
+        ("", "namespaces") => vec![
+            column("Name", "string", "name", 0),
+            column("Status", "string", "", 0),
+            column("Age", "string", "", 0),
+        ],
         ("discovery.k8s.io", "endpointslices") => vec![
             column("Name", "string", "name", 0),
             column("AddressType", "string", "", 0),
@@ -125,6 +130,7 @@ fn cells(resource: &ResourceType, object: &Value, now: jiff::Timestamp) -> Vec<V
     match (resource.group.as_str(), resource.plural.as_str()) {
         ("" | "events.k8s.io", "events") => event_cells(object, now),
         ("", "nodes") => node_cells(object, age),
+        ("", "namespaces") => vec![name, object["status"]["phase"].clone(), age],
         ("discovery.k8s.io", "endpointslices") => vec![
             name,
             object["addressType"].clone(),
