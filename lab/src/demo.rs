@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 
 use crate::machine;
 use crate::netns::{Netns, Segment, ip};
+use crate::target_cluster::{self, Endpoint, KUBECONFIG_ENV};
 
 pub const PREFIX: &str = "ferrolb";
 pub const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
@@ -132,6 +133,14 @@ pub fn preflight(family: Family) -> anyhow::Result<()> {
     }
     if !missing.is_empty() {
         bail!("missing:\n  - {}", missing.join("\n  - "));
+    }
+    if let Some(admin) = target_cluster::external_kubeconfig()
+        && target_cluster::kubectl_with(&admin, &["get", "crd", "ipaddresspools.metallb.io"])
+            .is_ok()
+    {
+        bail!(
+            "the cluster {KUBECONFIG_ENV} names already serves metallb.io (MetalLB or ferrolb is installed): the lab installs ferrolb's API there and removes it afterwards, so give it a scratch cluster (kind create cluster)"
+        );
     }
     let leftovers = existing_namespaces();
     if !leftovers.is_empty() {
@@ -355,7 +364,33 @@ pub fn up(progress_total: usize, family: Family) -> anyhow::Result<()> {
         Ok(())
     })?;
 
-    progress.run("starting the emulated API server in ferrolb-api, and a forwarder on 127.0.0.1:6443 for kubectl", || {
+    let external = target_cluster::external_kubeconfig();
+    if let Some(admin) = &external {
+        progress.run(&format!("using the cluster {KUBECONFIG_ENV} names; a forwarder in ferrolb-api on {API_ADDRESS}:{API_PORT} carries the namespaces' connections to its API server"), || {
+            let dir = state_dir();
+            let endpoint = Endpoint::of(admin)?;
+            let flat = target_cluster::kubectl_with(admin, &["config", "view", "--raw", "--minify", "--flatten"])?;
+            std::fs::write(dir.join("kubeconfig"), flat)?;
+            // `down` removes what the lab installs on this cluster.
+            std::fs::write(dir.join("external-cluster"), admin.display().to_string())?;
+            use std::os::unix::process::CommandExt;
+            let forwarder = Command::new(&lab)
+                .args(["forward", "--listen", &format!("{API_ADDRESS}:{API_PORT}"), "--listen-netns", &netns("api"),
+                       "--to", &endpoint.address.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("forward.log"))?)
+                .process_group(0)
+                .spawn()
+                .context("starting the forwarder")?;
+            std::fs::write(dir.join("forward.pid"), forwarder.id().to_string())?;
+            let server = kubectl(&["version"])?;
+            println!("    {}", server.lines().last().unwrap_or("").trim());
+            println!("    export KUBECONFIG={}", dir.join("kubeconfig").display());
+            Ok(())
+        })?;
+    } else {
+        progress.run("starting the emulated API server in ferrolb-api, and a forwarder on 127.0.0.1:6443 for kubectl", || {
         let dir = state_dir();
         let listen = format!("{API_ADDRESS}:{API_PORT}");
         let admin = dir.join("admin-in-lab.kubeconfig");
@@ -386,10 +421,32 @@ pub fn up(progress_total: usize, family: Family) -> anyhow::Result<()> {
         println!("    export KUBECONFIG={}", dir.join("kubeconfig").display());
         Ok(())
     })?;
+    }
 
     progress.run("kubectl apply -k config/ (CRDs, RBAC) and -f config/samples/ (pool first-pool, L2Advertisement example); Node objects", || {
         let root = repo_root()?;
-        kubectl(&["apply", "-k", &root.join("config").to_string_lossy()])?;
+        match &external {
+            None => {
+                kubectl(&["apply", "-k", &root.join("config").to_string_lossy()])?;
+            }
+            Some(admin) => {
+                // The lab runs the controller and speakers itself: on an existing cluster
+                // config/'s Deployment and DaemonSet would start real ones beside them.
+                kubectl(&["apply", "-f", &root.join("config/namespace.yaml").to_string_lossy()])?;
+                kubectl(&["apply", "-k", &root.join("config/crd").to_string_lossy()])?;
+                // A new CRD is served once kube-apiserver has established it.
+                poll("the metallb.io kinds are served", Duration::from_secs(60), || {
+                    kubectl(&["get", "ipaddresspools,l2advertisements,servicel2statuses", "-A"]).ok()
+                })?;
+                kubectl(&["apply", "-k", &root.join("config/rbac").to_string_lossy()])?;
+                let endpoint = Endpoint::of(admin)?;
+                let reach: std::net::SocketAddr = format!("{API_ADDRESS}:{API_PORT}").parse()?;
+                for (account, file) in [("ferrolb-controller", "controller.kubeconfig"), ("ferrolb-speaker", "speaker.kubeconfig")] {
+                    let token = target_cluster::service_account_token(admin, "metallb-system", account)?;
+                    std::fs::write(state_dir().join(file), endpoint.token_kubeconfig(reach, &token))?;
+                }
+            }
+        }
         kubectl(&["apply", "-f", &root.join("config/samples").to_string_lossy()])?;
         for (i, node) in NODES.iter().enumerate() {
             kubectl_apply(&format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    kubernetes.io/hostname: {node}\n"))?;
@@ -547,6 +604,9 @@ pub fn demo(keep: bool, family: Family) -> anyhow::Result<()> {
 /// Stops every lab process and removes the namespaces and the state directory.
 pub fn down() -> anyhow::Result<()> {
     let dir = state_dir();
+    if let Ok(admin) = std::fs::read_to_string(dir.join("external-cluster")) {
+        remove_from_cluster(Path::new(admin.trim()));
+    }
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             if entry.path().extension().is_some_and(|e| e == "pid")
@@ -573,6 +633,33 @@ pub fn down() -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Removes what the lab put on an existing cluster: its Service, EndpointSlice and Nodes,
+/// then ferrolb's API (which takes the pools, advertisements and statuses with it). Best
+/// effort: `down` must go on even when the cluster is unreachable.
+fn remove_from_cluster(admin: &Path) {
+    let delete = |args: &[&str]| {
+        let mut all = vec!["delete", "--ignore-not-found", "--wait=false"];
+        all.extend(args);
+        if let Err(e) = target_cluster::kubectl_with(admin, &all) {
+            println!("    {e:#}");
+        }
+    };
+    delete(&["service", "myapp", "-n", "default"]);
+    delete(&["endpointslice", "myapp-1", "-n", "default"]);
+    let nodes: Vec<String> = NODES.iter().map(|n| format!("node/{n}")).collect();
+    delete(&nodes.iter().map(String::as_str).collect::<Vec<_>>());
+    if let Ok(root) = repo_root() {
+        for part in ["config/rbac", "config/crd"] {
+            delete(&["-k", &root.join(part).to_string_lossy()]);
+        }
+        delete(&["-f", &root.join("config/namespace.yaml").to_string_lossy()]);
+    }
+    println!(
+        "    removed the lab's objects and ferrolb's API from the cluster at {}",
+        admin.display()
+    );
 }
 
 pub fn status() -> anyhow::Result<()> {

@@ -1,7 +1,6 @@
 //! Small processes the lab runs in its namespaces: a one-line HTTP server standing for a
-//! Service's endpoint, and a TCP forwarder that lets kubectl on the host reach the API server
-//! living in the lab's "api" namespace (through 127.0.0.1, without touching the host's
-//! interfaces or routes).
+//! Service's endpoint, and a TCP forwarder between the host and the lab's namespaces (through
+//! 127.0.0.1 on the host, without touching the host's interfaces or routes).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,23 +29,49 @@ pub fn serve_text(listen: SocketAddr, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts on `listen` (in this process's namespace) and connects each client to `to` from
-/// inside the network namespace `netns`.
-pub fn forward(listen: SocketAddr, netns: &str, to: SocketAddr) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+/// Enters the network namespace `netns` (this thread only).
+fn enter_netns(netns: &str) -> anyhow::Result<()> {
     let path = format!("/var/run/netns/{netns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {netns}"))
+}
+
+/// Accepts on `listen` and connects each client to `to`. `listen_netns` and `connect_netns`
+/// name the network namespaces the listener and the outgoing connections live in (`None`:
+/// this process's). The lab uses it both ways: kubectl on the host reaching the emulated API
+/// server in `ferrolb-api`, and the namespaces reaching an existing cluster's API server that
+/// only the host can reach.
+pub fn forward(
+    listen: SocketAddr,
+    listen_netns: Option<&str>,
+    to: SocketAddr,
+    connect_netns: Option<&str>,
+) -> anyhow::Result<()> {
+    // A socket stays in the namespace it was created in; only the thread that creates the
+    // listener enters `listen_netns`.
+    let listener = match listen_netns {
+        None => TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?,
+        Some(netns) => {
+            let netns = netns.to_string();
+            std::thread::spawn(move || -> anyhow::Result<TcpListener> {
+                enter_netns(&netns)?;
+                TcpListener::bind(listen).with_context(|| format!("binding {listen} in {netns}"))
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the listener thread panicked"))??
+        }
+    };
     for client in listener.incoming() {
         let Ok(client) = client else {
             continue;
         };
-        let path = path.clone();
+        let connect_netns = connect_netns.map(str::to_string);
         std::thread::spawn(move || {
-            // Only this thread enters the namespace: the listener stays on the host side.
-            let entered = std::fs::File::open(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|f| Ok(nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?));
-            if let Err(e) = entered {
-                eprintln!("forward: cannot enter {path}: {e}");
+            if let Some(netns) = &connect_netns
+                && let Err(e) = enter_netns(netns)
+            {
+                eprintln!("forward: {e:#}");
                 return;
             }
             let Ok(upstream) = TcpStream::connect(to) else {

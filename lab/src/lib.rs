@@ -5,3 +5,4 @@ pub mod demo;
 pub mod helpers;
 pub mod machine;
 pub mod netns;
+pub mod target_cluster;

@@ -90,13 +90,17 @@ enum Command {
         #[arg(long)]
         text: String,
     },
-    /// (used by the lab) Forward TCP from this namespace into another one.
+    /// (used by the lab) Forward TCP between network namespaces.
     #[command(hide = true)]
     Forward {
         #[arg(long)]
         listen: SocketAddr,
+        /// The namespace to listen in (default: this process's).
         #[arg(long)]
-        netns: String,
+        listen_netns: Option<String>,
+        /// The namespace to connect from (default: this process's).
+        #[arg(long)]
+        netns: Option<String>,
         #[arg(long)]
         to: SocketAddr,
     },
@@ -125,8 +129,18 @@ async fn main() -> anyhow::Result<()> {
         Command::ServeText { listen, text } => {
             return ferrolb_lab::helpers::serve_text(listen, &text);
         }
-        Command::Forward { listen, netns, to } => {
-            return ferrolb_lab::helpers::forward(listen, &netns, to);
+        Command::Forward {
+            listen,
+            listen_netns,
+            netns,
+            to,
+        } => {
+            return ferrolb_lab::helpers::forward(
+                listen,
+                listen_netns.as_deref(),
+                to,
+                netns.as_deref(),
+            );
         }
         Command::Apiserver {
             listen,

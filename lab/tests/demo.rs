@@ -24,6 +24,9 @@ fn lab_processes() -> Vec<String> {
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        // The stand-in for an existing cluster listens on the host's loopback; the lab's own
+        // API server never does.
+        .filter(|c| !c.contains("--listen 127.0.0.1:0"))
         .filter(|c| {
             c.contains("ferrolb-speaker")
                 || c.contains("ferrolb-controller")
@@ -34,19 +37,22 @@ fn lab_processes() -> Vec<String> {
         .collect()
 }
 
-/// Runs the demo with `flags` and checks what it shows about `vips` (the first one fails over).
-fn check_demo(flags: &[&str], vips: &[&str]) {
+/// Runs the demo with `flags` (against `cluster`'s API server when given) and checks what it
+/// shows about `vips` (the first one fails over).
+fn check_demo(flags: &[&str], vips: &[&str], cluster: Option<&std::path::Path>) {
     let links_before = host_links();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))
-        .arg("demo")
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"));
+    demo.arg("demo")
         .args(flags)
         .current_dir(repo)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+        .env("RUST_BACKTRACE", "0");
+    if let Some(admin) = cluster {
+        demo.env("FERROLB_KUBECONFIG", admin);
+    }
+    let out = demo.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -132,10 +138,60 @@ fn check_demo(flags: &[&str], vips: &[&str]) {
 // One test: the lab's names are fixed (a user finds them by name), so its runs cannot overlap.
 #[test]
 fn the_demo_shows_the_whole_mission_and_cleans_up() {
-    check_demo(&[], &["192.168.117.100"]);
-    check_demo(&["--ipv6"], &["2001:db8::100"]);
-    check_demo(&["--dual-stack"], &["192.168.117.120", "2001:db8::100"]);
+    check_demo(&[], &["192.168.117.100"], None);
+    check_demo(&["--ipv6"], &["2001:db8::100"], None);
+    check_demo(
+        &["--dual-stack"],
+        &["192.168.117.120", "2001:db8::100"],
+        None,
+    );
+    the_demo_runs_against_an_existing_cluster();
     a_missing_tool_or_a_leftover_is_reported_and_left_alone();
+}
+
+/// `FERROLB_KUBECONFIG` names an existing cluster's admin kubeconfig: the demo installs
+/// ferrolb's API there, runs its components with ServiceAccount tokens from TokenRequest,
+/// reaches the API server from the namespaces through a forwarder, and removes what it put
+/// there. An emulated API server on the host's loopback stands in for that cluster (a kind
+/// cluster's API server is reachable the same way).
+fn the_demo_runs_against_an_existing_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    let cluster = Command::new(env!("CARGO_BIN_EXE_ferrolb-lab"))
+        .args(["apiserver", "--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(&admin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !admin.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in cluster did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let cluster_guard = Kill(cluster);
+    check_demo(&[], &["192.168.117.100"], Some(&admin));
+    let left = Command::new("kubectl")
+        .args(["get", "crd,nodes,namespace/metallb-system", "-o", "name"])
+        .env("KUBECONFIG", &admin)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "the demo removed what it put on the cluster"
+    );
+    drop(cluster_guard);
 }
 
 fn demo_output(path: Option<&std::path::Path>) -> (bool, String) {

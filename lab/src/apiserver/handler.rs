@@ -346,6 +346,20 @@ async fn handle_resource(
             )));
         }
     };
+    if request.subresource.as_deref() == Some("token") {
+        return match (method, request.name.as_deref()) {
+            (&Method::POST, Some(name)) => {
+                let asked = if body.is_empty() {
+                    json!({})
+                } else {
+                    object_body(headers, body)?
+                };
+                token_request(server, &request, name, asked)
+                    .map(|answer| object_response(StatusCode::CREATED, &answer, accept))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        };
+    }
     match (method, request.name.as_deref()) {
         (&Method::GET, None) if is_true(query.get("watch")) => start_watch(server, &request, query),
         (&Method::GET, None) => list(server, &request, query, header_str(headers, header::ACCEPT)),
@@ -459,6 +473,43 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// `serviceaccounts/NAME/token` (TokenRequest): a bearer token for the ServiceAccount, which
+/// the emulator authenticates as that ServiceAccount from then on.
+fn token_request(
+    server: &ApiServer,
+    request: &ResourceRequest,
+    name: &str,
+    mut token_request: Value,
+) -> Result<Value, ApiError> {
+    let namespace = namespace_of(request);
+    get(server, request, name)?;
+    let expiration = token_request["spec"]["expirationSeconds"]
+        .as_i64()
+        .unwrap_or(3600);
+    let token = server
+        .identities()
+        .issue_service_account_token(&namespace, name);
+    let expires = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(expiration))
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    token_request["kind"] = json!("TokenRequest");
+    token_request["apiVersion"] = json!("authentication.k8s.io/v1");
+    token_request["metadata"] =
+        json!({"name": name, "namespace": namespace, "creationTimestamp": null});
+    token_request["spec"]["expirationSeconds"] = json!(expiration);
+    if token_request["spec"]["audiences"].is_null() {
+        token_request["spec"]["audiences"] =
+            json!(["https://kubernetes.default.svc.cluster.local"]);
+    }
+    token_request["status"] = json!({
+        "token": token,
+        "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    });
+    Ok(token_request)
 }
 
 fn namespace_of(request: &ResourceRequest) -> String {

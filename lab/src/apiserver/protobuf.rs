@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use k8s_pb::api::authentication::v1 as authentication;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -285,6 +286,7 @@ kinds! {
     "rbac.authorization.k8s.io/v1" "ClusterRole" => rbac::ClusterRole,
     "rbac.authorization.k8s.io/v1" "RoleBinding" => rbac::RoleBinding,
     "rbac.authorization.k8s.io/v1" "ClusterRoleBinding" => rbac::ClusterRoleBinding,
+    "authentication.k8s.io/v1" "TokenRequest" => authentication::TokenRequest,
 }
 
 /// Why a protobuf body cannot be taken.

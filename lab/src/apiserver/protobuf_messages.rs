@@ -201,3 +201,23 @@ json_message!(rbac::RoleRef {
 json_message!(rbac::AggregationRule {
     "clusterRoleSelectors" => cluster_role_selectors,
 });
+json_message!(authentication::TokenRequest {
+    "metadata" => metadata,
+    "spec" => spec,
+    "status" => status,
+});
+json_message!(authentication::TokenRequestSpec {
+    "audiences" => audiences,
+    "expirationSeconds" => expiration_seconds as pointer,
+    "boundObjectRef" => bound_object_ref,
+});
+json_message!(authentication::TokenRequestStatus {
+    "token" => token,
+    "expirationTimestamp" => expiration_timestamp,
+});
+json_message!(authentication::BoundObjectReference {
+    "kind" => kind,
+    "apiVersion" => api_version,
+    "name" => name,
+    "uid" => u_id,
+});

@@ -147,6 +147,11 @@ impl Builtin {
         self.subresources = &["status"];
         self
     }
+    /// ServiceAccounts' TokenRequest subresource.
+    const fn token(mut self) -> Self {
+        self.subresources = &["token"];
+        self
+    }
     const fn generation(mut self) -> Self {
         self.has_generation = true;
         self
@@ -169,7 +174,9 @@ const BUILTINS: &[Builtin] = &[
         .categories(&["all"])
         .status(),
     builtin("", "v1", "Secret", "secrets", true),
-    builtin("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+    builtin("", "v1", "ServiceAccount", "serviceaccounts", true)
+        .short(&["sa"])
+        .token(),
     builtin("", "v1", "Service", "services", true)
         .short(&["svc"])
         .categories(&["all"])
