@@ -16,6 +16,48 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use serde_json::json;
 
+/// The suite's path to an existing cluster (`FERROLB_KUBECONFIG`): ferrolb's API installed
+/// from `config/`, the controller under its ServiceAccount with a TokenRequest token, and
+/// everything removed afterwards. An emulated API server stands in for the existing cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_suite_runs_against_an_existing_cluster() {
+    let stand_in = ferrolb_lab::apiserver::ApiServer::new()
+        .start_tls("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    stand_in
+        .server()
+        .identities()
+        .enable(ADMIN_TOKEN, ferrolb_lab::apiserver::auth::UserInfo::admin());
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin");
+    stand_in.kubeconfig(ADMIN_TOKEN).write(&admin).unwrap();
+    let cluster = Cluster::existing(&admin).await;
+    assert!(cluster.emulated.is_none());
+    cluster.apply_seed().await;
+    cluster.create_myapp().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let myapp = wait_for_ip(&cluster.services(), "myapp").await;
+    assert_eq!(ingress_ips(&myapp), ["192.168.117.100"]);
+    drop(cluster);
+    let left = Command::new("kubectl")
+        .args([
+            "get",
+            "crd,svc/myapp,namespace/metallb-system",
+            "-o",
+            "name",
+            "--ignore-not-found",
+        ])
+        .env("KUBECONFIG", &admin)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "nothing is left"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_seed_example_gets_its_external_ip() {
     let cluster = Cluster::new().await;
@@ -167,19 +209,22 @@ async fn watch_drops_and_api_errors_lose_nothing() {
         .await
         .unwrap();
     wait_for_ip(&api, "a").await;
-    cluster._server.server().faults().drop_watches();
+    let Some(emulator) = cluster.emulator() else {
+        return;
+    };
+    emulator.server().faults().drop_watches();
     create_all(&cluster.admin, vec![lb_service("b", json!({}))])
         .await
         .unwrap();
     wait_for_ip(&api, "b").await;
-    cluster._server.server().store().compact();
-    cluster._server.server().faults().drop_watches();
+    emulator.server().store().compact();
+    emulator.server().faults().drop_watches();
     create_all(&cluster.admin, vec![lb_service("c", json!({}))])
         .await
         .unwrap();
     wait_for_ip(&api, "c").await;
     // The next requests fail, whoever sends them; the test's own write may be among them.
-    cluster._server.server().faults().fail_next(6, 500);
+    emulator.server().faults().fail_next(6, 500);
     loop {
         match create_all(&cluster.admin, vec![lb_service("d", json!({}))]).await {
             Ok(()) => break,

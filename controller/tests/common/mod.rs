@@ -24,16 +24,35 @@ use serde_json::json;
 
 pub const ADMIN_TOKEN: &str = "admin-token";
 
-/// An emulated cluster with `config/` installed, and kubeconfigs for the admin and controller.
+/// A cluster with `config/`'s API and RBAC installed, and kubeconfigs for the admin and the
+/// controller: the emulated API server, or the existing cluster `FERROLB_KUBECONFIG` names.
 pub struct Cluster {
-    // Kept alive for the test: dropping it stops the server.
-    pub _server: RunningApiServer,
+    /// The emulated API server (kept alive for the test); `None` on an existing cluster.
+    pub emulated: Option<RunningApiServer>,
     pub dir: tempfile::TempDir,
     pub admin: kube::Client,
+    /// On an existing cluster: its admin kubeconfig and the namespaces it had, to remove what
+    /// the test added.
+    existing: Option<(PathBuf, Vec<String>)>,
+}
+
+fn namespace_names(admin: &Path) -> Vec<String> {
+    ferrolb_lab::target_cluster::kubectl_with(admin, &["get", "namespaces", "-o", "name"])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 impl Cluster {
     pub async fn new() -> Self {
+        match ferrolb_lab::target_cluster::external_kubeconfig() {
+            Some(admin) => Self::existing(&admin).await,
+            None => Self::emulated().await,
+        }
+    }
+
+    async fn emulated() -> Self {
         let server = ApiServer::new()
             .start_tls("127.0.0.1:0".parse().unwrap())
             .await
@@ -61,10 +80,72 @@ impl Cluster {
         .await
         .unwrap();
         Cluster {
-            _server: server,
+            emulated: Some(server),
             dir,
             admin,
+            existing: None,
         }
+    }
+
+    /// The cluster an admin kubeconfig names: ferrolb's namespace, CRDs and RBAC are installed
+    /// (not the Deployment and DaemonSet: the tests run the controller themselves), and the
+    /// controller gets a ServiceAccount token from the TokenRequest API. Tests on the same
+    /// cluster must run one at a time (`-- --test-threads=1`): they share names.
+    pub async fn existing(admin_kubeconfig: &Path) -> Self {
+        use ferrolb_lab::target_cluster::{Endpoint, kubectl_with, service_account_token};
+        let dir = tempfile::tempdir().unwrap();
+        let namespaces = namespace_names(admin_kubeconfig);
+        let flat = kubectl_with(
+            admin_kubeconfig,
+            &["config", "view", "--raw", "--minify", "--flatten"],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("admin"), flat).unwrap();
+        let admin = client_from_kubeconfig(&dir.path().join("admin"))
+            .await
+            .unwrap();
+        let mut objects = ferrolb_e2e::yaml_documents(
+            &std::fs::read_to_string(repo_root().join("config/namespace.yaml")).unwrap(),
+        )
+        .unwrap();
+        objects.extend(folder_documents(&repo_root().join("config/crd")).unwrap());
+        objects.extend(folder_documents(&repo_root().join("config/rbac")).unwrap());
+        objects.retain(|o| o["kind"] != "Kustomization");
+        create_all(&admin, objects).await.unwrap();
+        // A new CRD is served once kube-apiserver has established it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while pool_api(&admin).list(&ListParams::default()).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the pool CRD is not served"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let endpoint = Endpoint::of(admin_kubeconfig).unwrap();
+        let token = service_account_token(admin_kubeconfig, "metallb-system", "ferrolb-controller")
+            .unwrap();
+        std::fs::write(
+            dir.path().join("controller"),
+            endpoint.token_kubeconfig(endpoint.address, &token),
+        )
+        .unwrap();
+        Cluster {
+            emulated: None,
+            dir,
+            admin,
+            existing: Some((admin_kubeconfig.to_path_buf(), namespaces)),
+        }
+    }
+
+    /// The emulated API server, for the tests that inject faults into it; `None` on an
+    /// existing cluster, where such a test says so and passes without checking anything.
+    pub fn emulator(&self) -> Option<&RunningApiServer> {
+        if self.emulated.is_none() {
+            eprintln!(
+                "skipped on an existing cluster: this test injects faults into the emulated API server"
+            );
+        }
+        self.emulated.as_ref()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -91,6 +172,66 @@ impl Cluster {
 
     pub fn services(&self) -> Api<Service> {
         Api::namespaced(self.admin.clone(), "default")
+    }
+}
+
+impl Drop for Cluster {
+    /// On an existing cluster, removes what the test added: Services in `default` (all but
+    /// `kubernetes`), namespaces it created, then ferrolb's API, RBAC and namespace; and waits
+    /// until they are gone, so that the next test starts from the same cluster.
+    fn drop(&mut self) {
+        let Some((admin, namespaces)) = &self.existing else {
+            return;
+        };
+        let delete = |args: &[&str]| {
+            let mut all = vec!["delete", "--ignore-not-found", "--wait=false"];
+            all.extend(args);
+            let _ = ferrolb_lab::target_cluster::kubectl_with(admin, &all);
+        };
+        delete(&[
+            "svc",
+            "-n",
+            "default",
+            "--field-selector",
+            "metadata.name!=kubernetes",
+        ]);
+        for added in namespace_names(admin)
+            .iter()
+            .filter(|n| !namespaces.contains(n))
+        {
+            delete(&[added]);
+        }
+        for part in ["config/rbac", "config/crd"] {
+            delete(&["-k", &repo_root().join(part).to_string_lossy()]);
+        }
+        delete(&[
+            "-f",
+            &repo_root().join("config/namespace.yaml").to_string_lossy(),
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let now = namespace_names(admin);
+            let crd_gone = ferrolb_lab::target_cluster::kubectl_with(
+                admin,
+                &[
+                    "get",
+                    "crd",
+                    "ipaddresspools.metallb.io",
+                    "-o",
+                    "name",
+                    "--ignore-not-found",
+                ],
+            )
+            .is_ok_and(|out| out.trim().is_empty());
+            if crd_gone && now.iter().all(|n| namespaces.contains(n)) {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!("the cluster still has {now:?} two minutes after the test");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
