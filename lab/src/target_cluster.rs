@@ -81,6 +81,26 @@ impl Endpoint {
         })
     }
 
+    /// The admin kubeconfig's cluster entry pointed at `reach` (a forwarder), whatever its
+    /// credentials are, still verifying the server under its own name.
+    pub fn reach_kubeconfig(
+        &self,
+        admin_kubeconfig: &Path,
+        reach: SocketAddr,
+    ) -> anyhow::Result<String> {
+        let flat = kubectl_with(
+            admin_kubeconfig,
+            &["config", "view", "--raw", "--minify", "--flatten"],
+        )?;
+        let mut config: Value = serde_yaml::from_str(&flat)?;
+        let cluster = &mut config["clusters"][0]["cluster"];
+        cluster["server"] = Value::from(format!("https://{reach}"));
+        if cluster["tls-server-name"].is_null() {
+            cluster["tls-server-name"] = Value::from(self.host.clone());
+        }
+        Ok(serde_yaml::to_string(&config)?)
+    }
+
     /// A kubeconfig for `token` that reaches the API server at `reach` (a forwarder) while
     /// verifying its certificate under the name it was issued for.
     pub fn token_kubeconfig(&self, reach: SocketAddr, token: &str) -> String {
@@ -128,6 +148,130 @@ pub fn service_account_token(
         &["create", "token", name, "-n", namespace, "--duration=24h"],
     )?;
     Ok(token.trim().to_string())
+}
+
+/// The namespaces a cluster has now, as `namespace/NAME`.
+pub fn namespaces(admin_kubeconfig: &Path) -> Vec<String> {
+    kubectl_with(admin_kubeconfig, &["get", "namespaces", "-o", "name"])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Installs ferrolb's namespace, CRDs and RBAC from `repo`'s `config/` (not its Deployment and
+/// DaemonSet: the suites run the components themselves) and waits until the CRDs are served.
+/// Refuses a cluster that already serves metallb.io: a run would replace and then remove that
+/// API, so it wants a scratch cluster.
+pub fn install_api(admin_kubeconfig: &Path, repo: &Path) -> anyhow::Result<()> {
+    let existing = kubectl_with(
+        admin_kubeconfig,
+        &[
+            "get",
+            "crd",
+            "ipaddresspools.metallb.io",
+            "-o",
+            "name",
+            "--ignore-not-found",
+        ],
+    )?;
+    if !existing.trim().is_empty() {
+        bail!(
+            "the cluster already serves metallb.io (MetalLB or ferrolb is installed): a run installs ferrolb's API and removes it afterwards, so give it a scratch cluster (kind create cluster)"
+        );
+    }
+    let config = repo.join("config");
+    kubectl_with(
+        admin_kubeconfig,
+        &[
+            "apply",
+            "-f",
+            &config.join("namespace.yaml").to_string_lossy(),
+        ],
+    )?;
+    kubectl_with(
+        admin_kubeconfig,
+        &["apply", "-k", &config.join("crd").to_string_lossy()],
+    )?;
+    kubectl_with(
+        admin_kubeconfig,
+        &["apply", "-k", &config.join("rbac").to_string_lossy()],
+    )?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while kubectl_with(
+        admin_kubeconfig,
+        &[
+            "get",
+            "ipaddresspools,l2advertisements,servicel2statuses",
+            "-A",
+        ],
+    )
+    .is_err()
+    {
+        if std::time::Instant::now() > deadline {
+            bail!("ferrolb's CRDs are not served a minute after they were created");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Removes what a test run added to a (scratch) cluster: Services in `default` (all but
+/// `kubernetes`), the objects it names (`node/node-1`, `endpointslice/myapp-1`: cluster-scoped
+/// or in `default`), the namespaces that were not in `namespaces_before`, then ferrolb's API,
+/// RBAC and namespace; and waits (two minutes at most) until they are gone, so that the next
+/// run starts from the same cluster.
+pub fn remove_added(admin: &Path, repo: &Path, namespaces_before: &[String], objects: &[&str]) {
+    let delete = |args: &[&str]| {
+        let mut all = vec!["delete", "--ignore-not-found", "--wait=false"];
+        all.extend(args);
+        let _ = kubectl_with(admin, &all);
+    };
+    delete(&[
+        "svc",
+        "-n",
+        "default",
+        "--field-selector",
+        "metadata.name!=kubernetes",
+    ]);
+    for object in objects {
+        delete(&["-n", "default", object]);
+    }
+    for added in namespaces(admin)
+        .iter()
+        .filter(|n| !namespaces_before.contains(n))
+    {
+        delete(&[added]);
+    }
+    let config = repo.join("config");
+    for part in ["rbac", "crd"] {
+        delete(&["-k", &config.join(part).to_string_lossy()]);
+    }
+    delete(&["-f", &config.join("namespace.yaml").to_string_lossy()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let now = namespaces(admin);
+        let crd_gone = kubectl_with(
+            admin,
+            &[
+                "get",
+                "crd",
+                "ipaddresspools.metallb.io",
+                "-o",
+                "name",
+                "--ignore-not-found",
+            ],
+        )
+        .is_ok_and(|out| out.trim().is_empty());
+        if crd_gone && now.iter().all(|n| namespaces_before.contains(n)) {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("the cluster still has {now:?} two minutes after the run");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 #[cfg(test)]

@@ -36,14 +36,6 @@ pub struct Cluster {
     existing: Option<(PathBuf, Vec<String>)>,
 }
 
-fn namespace_names(admin: &Path) -> Vec<String> {
-    ferrolb_lab::target_cluster::kubectl_with(admin, &["get", "namespaces", "-o", "name"])
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 impl Cluster {
     pub async fn new() -> Self {
         match ferrolb_lab::target_cluster::external_kubeconfig() {
@@ -94,7 +86,7 @@ impl Cluster {
     pub async fn existing(admin_kubeconfig: &Path) -> Self {
         use ferrolb_lab::target_cluster::{Endpoint, kubectl_with, service_account_token};
         let dir = tempfile::tempdir().unwrap();
-        let namespaces = namespace_names(admin_kubeconfig);
+        let namespaces = ferrolb_lab::target_cluster::namespaces(admin_kubeconfig);
         let flat = kubectl_with(
             admin_kubeconfig,
             &["config", "view", "--raw", "--minify", "--flatten"],
@@ -104,23 +96,7 @@ impl Cluster {
         let admin = client_from_kubeconfig(&dir.path().join("admin"))
             .await
             .unwrap();
-        let mut objects = ferrolb_e2e::yaml_documents(
-            &std::fs::read_to_string(repo_root().join("config/namespace.yaml")).unwrap(),
-        )
-        .unwrap();
-        objects.extend(folder_documents(&repo_root().join("config/crd")).unwrap());
-        objects.extend(folder_documents(&repo_root().join("config/rbac")).unwrap());
-        objects.retain(|o| o["kind"] != "Kustomization");
-        create_all(&admin, objects).await.unwrap();
-        // A new CRD is served once kube-apiserver has established it.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while pool_api(&admin).list(&ListParams::default()).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the pool CRD is not served"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        ferrolb_lab::target_cluster::install_api(admin_kubeconfig, &repo_root()).unwrap();
         let endpoint = Endpoint::of(admin_kubeconfig).unwrap();
         let token = service_account_token(admin_kubeconfig, "metallb-system", "ferrolb-controller")
             .unwrap();
@@ -176,61 +152,10 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
-    /// On an existing cluster, removes what the test added: Services in `default` (all but
-    /// `kubernetes`), namespaces it created, then ferrolb's API, RBAC and namespace; and waits
-    /// until they are gone, so that the next test starts from the same cluster.
+    /// On an existing cluster, removes what the test added (`target_cluster::remove_added`).
     fn drop(&mut self) {
-        let Some((admin, namespaces)) = &self.existing else {
-            return;
-        };
-        let delete = |args: &[&str]| {
-            let mut all = vec!["delete", "--ignore-not-found", "--wait=false"];
-            all.extend(args);
-            let _ = ferrolb_lab::target_cluster::kubectl_with(admin, &all);
-        };
-        delete(&[
-            "svc",
-            "-n",
-            "default",
-            "--field-selector",
-            "metadata.name!=kubernetes",
-        ]);
-        for added in namespace_names(admin)
-            .iter()
-            .filter(|n| !namespaces.contains(n))
-        {
-            delete(&[added]);
-        }
-        for part in ["config/rbac", "config/crd"] {
-            delete(&["-k", &repo_root().join(part).to_string_lossy()]);
-        }
-        delete(&[
-            "-f",
-            &repo_root().join("config/namespace.yaml").to_string_lossy(),
-        ]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let now = namespace_names(admin);
-            let crd_gone = ferrolb_lab::target_cluster::kubectl_with(
-                admin,
-                &[
-                    "get",
-                    "crd",
-                    "ipaddresspools.metallb.io",
-                    "-o",
-                    "name",
-                    "--ignore-not-found",
-                ],
-            )
-            .is_ok_and(|out| out.trim().is_empty());
-            if crd_gone && now.iter().all(|n| namespaces.contains(n)) {
-                return;
-            }
-            if std::time::Instant::now() > deadline {
-                eprintln!("the cluster still has {now:?} two minutes after the test");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        if let Some((admin, namespaces)) = &self.existing {
+            ferrolb_lab::target_cluster::remove_added(admin, &repo_root(), namespaces, &[]);
         }
     }
 }

@@ -209,7 +209,12 @@ pub fn node_object(name: &str, ip: &str) -> serde_json::Value {
 pub struct Lab {
     // Field order is drop order: processes and the API server go before the namespaces.
     pub speakers: Vec<Option<Speaker>>,
-    pub server: ferrolb_lab::apiserver::RunningApiServer,
+    /// The emulated API server; `None` when the lab runs against the existing cluster
+    /// `FERROLB_KUBECONFIG` names (whose API server the namespaces reach through a forwarder).
+    pub server: Option<ferrolb_lab::apiserver::RunningApiServer>,
+    /// On an existing cluster: its admin kubeconfig, the namespaces it had, and the host's
+    /// network namespace (where its API server is reachable from).
+    existing: Option<(std::path::PathBuf, Vec<String>, std::fs::File)>,
     pub admin: kube::Client,
     pub runtime: tokio::runtime::Runtime,
     pub dir: tempfile::TempDir,
@@ -243,35 +248,78 @@ impl Lab {
             .map(|n| segment.host(n).unwrap().mac("eth0").unwrap())
             .collect();
         let dir = tempfile::tempdir().unwrap();
+        let api_netns = segment.host("api").unwrap().name.clone();
+        let existing = ferrolb_lab::target_cluster::external_kubeconfig().map(|admin| {
+            use ferrolb_lab::target_cluster::{Endpoint, install_api, namespaces};
+            let before = namespaces(&admin);
+            install_api(&admin, &repo_root()).unwrap();
+            // The namespaces reach the cluster's API server through a forwarder listening in
+            // "api" at the address the emulator would have; started from the host's namespace,
+            // which is where its connections go out from.
+            let endpoint = Endpoint::of(&admin).unwrap();
+            let reach: std::net::SocketAddr = "192.168.117.250:6443".parse().unwrap();
+            let (netns, to) = (api_netns.clone(), endpoint.address);
+            std::thread::spawn(move || {
+                let _ = ferrolb_lab::helpers::forward(reach, Some(&netns), to, None);
+            });
+            std::fs::write(
+                dir.path().join("admin"),
+                endpoint.reach_kubeconfig(&admin, reach).unwrap(),
+            )
+            .unwrap();
+            let token = ferrolb_lab::target_cluster::service_account_token(
+                &admin,
+                "metallb-system",
+                "ferrolb-speaker",
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("speaker"),
+                endpoint.token_kubeconfig(reach, &token),
+            )
+            .unwrap();
+            let host_netns = std::fs::File::open("/proc/thread-self/ns/net").unwrap();
+            (admin, before, host_netns)
+        });
 
         // The control plane lives in the "api" namespace: this thread's runtime, and so the API
         // server's sockets and the test's clients, are created there.
-        enter(&segment.host("api").unwrap().name);
+        enter(&api_netns);
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let server = runtime.block_on(async {
-            let server = ApiServer::new()
-                .start_tls("192.168.117.250:0".parse().unwrap())
-                .await
-                .unwrap();
-            server
-                .server()
-                .identities()
-                .enable(ADMIN_TOKEN, UserInfo::admin());
-            server
-                .kubeconfig(ADMIN_TOKEN)
-                .write(&dir.path().join("admin"))
-                .unwrap();
-            server
-                .service_account_kubeconfig("metallb-system", "ferrolb-speaker")
-                .write(&dir.path().join("speaker"))
-                .unwrap();
-            server
+        let server = existing.is_none().then(|| {
+            runtime.block_on(async {
+                let server = ApiServer::new()
+                    .start_tls("192.168.117.250:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                server
+                    .server()
+                    .identities()
+                    .enable(ADMIN_TOKEN, UserInfo::admin());
+                server
+                    .kubeconfig(ADMIN_TOKEN)
+                    .write(&dir.path().join("admin"))
+                    .unwrap();
+                server
+                    .service_account_kubeconfig("metallb-system", "ferrolb-speaker")
+                    .write(&dir.path().join("speaker"))
+                    .unwrap();
+                server
+            })
         });
-        let admin = runtime
-            .block_on(client_from_kubeconfig(&dir.path().join("admin")))
-            .unwrap();
+        let admin = poll("the API server answers", 30, || {
+            runtime.block_on(async {
+                let client = client_from_kubeconfig(&dir.path().join("admin"))
+                    .await
+                    .ok()?;
+                client.apiserver_version().await.ok()?;
+                Some(client)
+            })
+        });
         runtime.block_on(async {
-        create_all(&admin, kustomize_resources(&repo_root().join("config")).unwrap()).await.unwrap();
+        if existing.is_none() {
+            create_all(&admin, kustomize_resources(&repo_root().join("config")).unwrap()).await.unwrap();
+        }
         create_all(&admin, folder_documents(&repo_root().join("config/samples")).unwrap()).await.unwrap();
         let mut objects: Vec<serde_json::Value> = NODES
             .iter()
@@ -323,6 +371,7 @@ impl Lab {
         Lab {
             speakers,
             server,
+            existing,
             admin,
             runtime,
             dir,
@@ -412,4 +461,34 @@ pub fn owner_among(alive: &[&'static str], ip: &str) -> &'static str {
         }),
     )
     .unwrap()
+}
+
+impl Drop for Lab {
+    /// On an existing cluster, removes what the lab added (its Nodes, myapp's EndpointSlice,
+    /// ferrolb's API), after the speakers are stopped.
+    fn drop(&mut self) {
+        for speaker in self.speakers.iter_mut().flatten() {
+            speaker.kill();
+        }
+        if let Some((admin, namespaces, host_netns)) = self.existing.take() {
+            // Dropped on a thread standing in "api": kubectl runs from the host's namespace.
+            std::thread::spawn(move || {
+                nix::sched::setns(host_netns, CloneFlags::CLONE_NEWNET).unwrap();
+                let objects: Vec<String> = NODES
+                    .iter()
+                    .map(|n| format!("node/{n}"))
+                    .chain(["endpointslice/myapp-1".to_string()])
+                    .collect();
+                let objects: Vec<&str> = objects.iter().map(String::as_str).collect();
+                ferrolb_lab::target_cluster::remove_added(
+                    &admin,
+                    &repo_root(),
+                    &namespaces,
+                    &objects,
+                );
+            })
+            .join()
+            .unwrap();
+        }
+    }
 }
