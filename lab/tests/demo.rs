@@ -18,22 +18,36 @@ fn host_links() -> String {
     names.join(" ")
 }
 
+/// The lab's processes still running: its binaries by executable name (not any command line
+/// that mentions them, such as a cargo build running beside the test).
 fn lab_processes() -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        // The stand-in for an existing cluster listens on the host's loopback; the lab's own
-        // API server never does.
-        .filter(|c| !c.contains("--listen 127.0.0.1:0"))
-        .filter(|c| {
-            c.contains("ferrolb-speaker")
-                || c.contains("ferrolb-controller")
-                || c.contains("ferrolb-lab apiserver")
-                || c.contains("serve-text")
-                || c.contains(" forward --listen")
+        .map(|c| {
+            c.split(|b| *b == 0)
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect::<Vec<String>>()
         })
+        .filter(|argv| {
+            let program = argv
+                .first()
+                .and_then(|p| p.rsplit('/').next())
+                .unwrap_or("");
+            let lab_command = argv.get(1).map(String::as_str);
+            match program {
+                "ferrolb-speaker" | "ferrolb-controller" => true,
+                // The stand-in for an existing cluster listens on the host's loopback; the
+                // lab's own API server never does.
+                "ferrolb-lab" => {
+                    matches!(lab_command, Some("apiserver" | "serve-text" | "forward"))
+                        && !argv.iter().any(|a| a == "127.0.0.1:0")
+                }
+                _ => false,
+            }
+        })
+        .map(|argv| argv.join(" "))
         .collect()
 }
 
