@@ -120,14 +120,16 @@ impl Progress {
 /// tools it runs, which it installs when they are missing. Whatever is still missing is
 /// reported with how to get it, before anything is touched.
 pub fn preflight(family: Family) -> anyhow::Result<()> {
-    let ipv6 = family != Family::Ipv4;
+    let needs = machine::Needs::Demo {
+        ipv6: family != Family::Ipv4,
+    };
     let mut missing = Vec::new();
     if !machine::is_root() {
         missing.push("root: network namespaces need it (run with sudo)".to_string());
-    } else if let Err(e) = machine::install_missing(ipv6) {
+    } else if let Err(e) = machine::install_missing(needs) {
         println!("    {e:#}");
     }
-    missing.extend(machine::missing_tools(ipv6));
+    missing.extend(machine::missing_tools(needs));
     if !machine::has_kubectl() {
         missing.push(machine::KUBECTL_MISSING.into());
     }

@@ -1,5 +1,5 @@
 //! What the lab and the tests need from the machine, and installing it: the Debian packages
-//! behind the tools they run (ip, iputils' arping, ndisc6, curl). kubectl has no current
+//! behind the tools they run (ip, iputils' arping, ndisc6, nft for the partition tests, curl). kubectl has no current
 //! Debian package, so it is checked and explained, never installed.
 
 use std::process::{Command, Stdio};
@@ -15,6 +15,8 @@ struct Tool {
     package: &'static str,
     /// Only IPv6 runs need it.
     ipv6_only: bool,
+    /// Only the tests need it (nft for the partition tests), not the demo.
+    tests_only: bool,
 }
 
 const TOOLS: &[Tool] = &[
@@ -24,6 +26,7 @@ const TOOLS: &[Tool] = &[
         must_show: "",
         package: "iproute2",
         ipv6_only: false,
+        tests_only: false,
     },
     Tool {
         program: "arping",
@@ -31,6 +34,7 @@ const TOOLS: &[Tool] = &[
         must_show: "iputils",
         package: "iputils-arping",
         ipv6_only: false,
+        tests_only: false,
     },
     Tool {
         program: "ndisc6",
@@ -38,6 +42,15 @@ const TOOLS: &[Tool] = &[
         must_show: "",
         package: "ndisc6",
         ipv6_only: true,
+        tests_only: false,
+    },
+    Tool {
+        program: "nft",
+        version_args: &["--version"],
+        must_show: "",
+        package: "nftables",
+        ipv6_only: false,
+        tests_only: true,
     },
     Tool {
         program: "curl",
@@ -45,6 +58,7 @@ const TOOLS: &[Tool] = &[
         must_show: "",
         package: "curl",
         ipv6_only: false,
+        tests_only: false,
     },
 ];
 
@@ -64,11 +78,27 @@ fn present(tool: &Tool) -> bool {
     version_output(tool.program, tool.version_args).is_some_and(|v| v.contains(tool.must_show))
 }
 
+/// Who needs the tools: the demo (IPv4 only, or with IPv6) or the tests (everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    Demo { ipv6: bool },
+    Tests,
+}
+
+impl Needs {
+    fn wants(self, tool: &Tool) -> bool {
+        match self {
+            Needs::Tests => true,
+            Needs::Demo { ipv6 } => !tool.tests_only && (ipv6 || !tool.ipv6_only),
+        }
+    }
+}
+
 /// The tools that are missing, as "tool: apt-get install package" lines.
-pub fn missing_tools(ipv6: bool) -> Vec<String> {
+pub fn missing_tools(needs: Needs) -> Vec<String> {
     TOOLS
         .iter()
-        .filter(|t| ipv6 || !t.ipv6_only)
+        .filter(|t| needs.wants(t))
         .filter(|t| !present(t))
         .map(|t| {
             let name = if t.must_show.is_empty() {
@@ -93,10 +123,10 @@ pub const KUBECTL_MISSING: &str = "kubectl: see https://kubernetes.io/docs/tasks
 
 /// Installs the Debian packages of the missing tools, saying what it installs and why. Does
 /// nothing when nothing is missing; fails (having changed nothing else) without root or apt.
-pub fn install_missing(ipv6: bool) -> anyhow::Result<()> {
+pub fn install_missing(needs: Needs) -> anyhow::Result<()> {
     let packages: Vec<&str> = TOOLS
         .iter()
-        .filter(|t| ipv6 || !t.ipv6_only)
+        .filter(|t| needs.wants(t))
         .filter(|t| !present(t))
         .map(|t| t.package)
         .collect();
@@ -139,8 +169,8 @@ pub fn install_missing(ipv6: bool) -> anyhow::Result<()> {
 
 /// `ferrolb-lab prepare`: everything the tests need, installed where it can be.
 pub fn prepare() -> anyhow::Result<()> {
-    install_missing(true)?;
-    let mut missing = missing_tools(true);
+    install_missing(Needs::Tests)?;
+    let mut missing = missing_tools(Needs::Tests);
     if !has_kubectl() {
         missing.push(KUBECTL_MISSING.into());
     }
@@ -148,7 +178,7 @@ pub fn prepare() -> anyhow::Result<()> {
         bail!("still missing:\n  - {}", missing.join("\n  - "));
     }
     println!(
-        "the machine has what ferrolb's tests need (ip, iputils arping, ndisc6, curl, kubectl)"
+        "the machine has what ferrolb's tests need (ip, iputils arping, ndisc6, nft, curl, kubectl)"
     );
     Ok(())
 }

@@ -201,6 +201,21 @@ async fn speaker_account_has_what_it_needs_and_no_more() {
         .delete("l2-myapp", &Default::default())
         .await
         .unwrap();
+    // Its heartbeat, by server-side apply, and the others'.
+    let leases: Api<Lease> = Api::namespaced(speaker.clone(), "metallb-system");
+    let heartbeat: Lease = serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "ferrolb-speaker-node-1"}, "spec": {"holderIdentity": "node-1"}}))
+    .unwrap();
+    leases
+        .patch(
+            "ferrolb-speaker-node-1",
+            &PatchParams::apply("ferrolb-speaker").force(),
+            &Patch::Apply(&heartbeat),
+        )
+        .await
+        .unwrap();
+    leases.list(&ListParams::default()).await.unwrap();
 
     // A speaker never writes Service status, nor pools.
     let ingress = json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}});

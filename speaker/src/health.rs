@@ -14,15 +14,25 @@ pub struct Health {
     pub announced: Gauge,
     /// Live speakers gossip reports, this one included.
     pub peers_alive: Gauge,
-    /// 1 while the speaker fences itself (no peer and no API server).
+    /// 1 while the speaker fences itself (a minority of its peers and no API server).
     pub fenced: Gauge,
+    /// 1 while it steps down because it hears only a minority of the speakers the API server
+    /// shows running: it is the one cut off from its peers.
+    pub isolated: Gauge,
+    /// Speakers whose heartbeat Lease is fresh, as this one last saw them.
+    pub speakers_running: Gauge,
 }
 
 impl Health {
     pub fn new(counters: &Counters) -> Self {
         let mut registry = Registry::with_prefix("ferrolb_speaker");
-        let (announced, peers_alive, fenced) =
-            (Gauge::default(), Gauge::default(), Gauge::default());
+        let (announced, peers_alive, fenced, isolated, speakers_running) = (
+            Gauge::default(),
+            Gauge::default(),
+            Gauge::default(),
+            Gauge::default(),
+            Gauge::default(),
+        );
         registry.register(
             "arp_requests_received",
             "ARP requests seen on the node's interfaces",
@@ -60,8 +70,18 @@ impl Health {
         );
         registry.register(
             "fenced",
-            "1 while announcing is stopped for lack of both peers and API server",
+            "1 while announcing is stopped: a minority of the speakers heard and no API server",
             fenced.clone(),
+        );
+        registry.register(
+            "isolated",
+            "1 while announcing is stopped: a minority of the speakers heard while the API server shows the others running",
+            isolated.clone(),
+        );
+        registry.register(
+            "speakers_running",
+            "Speakers whose heartbeat Lease is fresh, as this one last saw them",
+            speakers_running.clone(),
         );
         Health {
             ready: AtomicBool::new(false),
@@ -69,6 +89,8 @@ impl Health {
             announced,
             peers_alive,
             fenced,
+            isolated,
+            speakers_running,
         }
     }
 

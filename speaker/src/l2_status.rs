@@ -1,12 +1,18 @@
 //! What the speaker tells the cluster: one `ServiceL2Status` per Service this node announces
 //! (node, Service, interfaces), kept in the pools' namespace as MetalLB does, and an Event on
-//! the Service when this node starts announcing it. Writes happen on transitions only.
+//! the Service when this node starts announcing it.
+//!
+//! Each sync reconciles what the API server holds (a cache of the objects) with what this node
+//! announces: a missing object is created (with its `nodeAssigned` Event), a wrong one
+//! rewritten, a stale one deleted. Nothing is remembered about earlier writes, so a write that
+//! was lost, or undone by another node while this one was cut off, is repaired on the next
+//! sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferrolb_crds::ServiceL2Status;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -37,116 +43,105 @@ pub struct StatusWriter {
     namespace: String,
     node: String,
     recorder: Recorder,
-    /// What the objects in the API say now: Service → interfaces.
-    written: BTreeMap<ServiceKey, BTreeSet<String>>,
-    /// The live nodes when dead nodes' objects were last cleaned up.
-    cleaned_for: BTreeSet<String>,
+}
+
+/// The Service an object reports on, from its labels.
+fn service_of(object: &ServiceL2Status) -> Option<ServiceKey> {
+    let labels = object.labels();
+    Some((
+        labels.get(SERVICE_NAMESPACE_LABEL)?.clone(),
+        labels.get(SERVICE_NAME_LABEL)?.clone(),
+    ))
+}
+
+fn interfaces_of(object: &ServiceL2Status) -> BTreeSet<String> {
+    object
+        .status
+        .as_ref()
+        .and_then(|s| s.interfaces.as_ref())
+        .map(|list| list.iter().filter_map(|i| i.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Whether an object's status says what this node announces for its Service.
+fn reports(
+    object: &ServiceL2Status,
+    node: &str,
+    key: &ServiceKey,
+    interfaces: &BTreeSet<String>,
+) -> bool {
+    object.status.as_ref().is_some_and(|s| {
+        s.node.as_deref() == Some(node)
+            && s.service_namespace.as_deref() == Some(key.0.as_str())
+            && s.service_name.as_deref() == Some(key.1.as_str())
+    }) && interfaces_of(object) == *interfaces
 }
 
 impl StatusWriter {
-    /// Reads the objects a previous run of this node's speaker left, so that only changes are
-    /// written from here on.
-    pub async fn new(client: Client, namespace: &str, node: &str) -> anyhow::Result<Self> {
-        let api: Api<ServiceL2Status> = Api::namespaced(client.clone(), namespace);
-        let existing = api
-            .list(&ListParams::default().labels(&format!("{NODE_LABEL}={node}")))
-            .await?;
-        let mut written = BTreeMap::new();
-        for object in existing.items {
-            let labels = object.labels();
-            let (Some(namespace), Some(name)) = (
-                labels.get(SERVICE_NAMESPACE_LABEL),
-                labels.get(SERVICE_NAME_LABEL),
-            ) else {
-                continue;
-            };
-            let interfaces = object
-                .status
-                .as_ref()
-                .and_then(|s| s.interfaces.as_ref())
-                .map(|list| list.iter().filter_map(|i| i.name.clone()).collect())
-                .unwrap_or_default();
-            written.insert((namespace.clone(), name.clone()), interfaces);
-        }
+    pub fn new(client: Client, namespace: &str, node: &str) -> Self {
         let reporter = Reporter {
             controller: "ferrolb-speaker".into(),
             instance: Some(node.to_string()),
         };
-        Ok(StatusWriter {
+        StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace: namespace.to_string(),
             node: node.to_string(),
-            written,
-            cleaned_for: BTreeSet::new(),
-        })
+        }
     }
 
-    /// Brings the objects in line with what this node announces. Returns false if a write
-    /// failed (it is retried on the next call).
+    /// Brings the objects in `current` (the cache of every ServiceL2Status) in line with what
+    /// this node announces, and removes the objects of nodes gossip finds dead for the
+    /// Services it announces (a dead node cannot remove its own). Returns false if a write
+    /// failed; the next sync retries it.
     pub async fn sync(
         &mut self,
         announced: &BTreeMap<ServiceKey, BTreeSet<String>>,
         services: &BTreeMap<ServiceKey, Service>,
         alive: &BTreeSet<String>,
+        current: &[std::sync::Arc<ServiceL2Status>],
     ) -> bool {
         let api: Api<ServiceL2Status> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut all_ok = true;
-        let gone: Vec<ServiceKey> = self
-            .written
-            .keys()
-            .filter(|k| !announced.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            let name = object_name(&key, &self.node);
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => {
-                    info!(service = %format!("{}/{}", key.0, key.1), "no longer announced from this node");
-                    self.written.remove(&key);
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    self.written.remove(&key);
-                }
-                Err(e) => {
-                    warn!(object = %name, error = %e, "could not delete ServiceL2Status");
-                    all_ok = false;
-                }
+        let mut mine: BTreeMap<ServiceKey, &ServiceL2Status> = BTreeMap::new();
+        for object in current {
+            let node = object.labels().get(NODE_LABEL).cloned().unwrap_or_default();
+            let Some(key) = service_of(object) else {
+                continue;
+            };
+            if node == self.node {
+                mine.insert(key, object);
+            } else if announced.contains_key(&key) && !alive.contains(&node) {
+                info!(object = %object.name_any(), %node, "removing the status of a node that is gone");
+                all_ok &= self.delete(&api, &object.name_any()).await;
+            }
+        }
+        for (key, object) in &mine {
+            if !announced.contains_key(key) {
+                info!(service = %format!("{}/{}", key.0, key.1), "no longer announced from this node");
+                all_ok &= self.delete(&api, &object.name_any()).await;
             }
         }
         for (key, interfaces) in announced {
-            if self.written.get(key) == Some(interfaces) {
+            let existing = mine.get(key);
+            if existing.is_some_and(|o| reports(o, &self.node, key, interfaces)) {
                 continue;
             }
             let name = object_name(key, &self.node);
-            let new = !self.written.contains_key(key);
-            if new {
-                let object = json!({
-                    "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
-                    "metadata": {"name": name, "namespace": self.namespace, "labels": {
-                        NODE_LABEL: self.node, SERVICE_NAME_LABEL: key.1, SERVICE_NAMESPACE_LABEL: key.0}},
-                    "spec": {}
-                });
-                let created = match serde_json::from_value::<ServiceL2Status>(object) {
-                    Ok(object) => api
-                        .create(&PostParams::default(), &object)
-                        .await
-                        .map(|_| ()),
-                    Err(e) => {
-                        warn!(error = %e, "building a ServiceL2Status");
-                        continue;
-                    }
-                };
-                match created {
-                    Ok(()) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => {
-                        warn!(object = %name, error = %e, "could not create ServiceL2Status");
+            // The cache may lag behind a creation of this node's own: only an object this
+            // call created gets the nodeAssigned Event.
+            let created = if existing.is_none() {
+                match self.create(&api, &name, key).await {
+                    Some(created) => created,
+                    None => {
                         all_ok = false;
                         continue;
                     }
                 }
-            }
+            } else {
+                false
+            };
             let status = json!({"status": {
                 "node": self.node, "serviceName": key.1, "serviceNamespace": key.0,
                 "interfaces": interfaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()}});
@@ -162,47 +157,51 @@ impl StatusWriter {
                 all_ok = false;
                 continue;
             }
-            self.written.insert(key.clone(), interfaces.clone());
-            if new && let Some(service) = services.get(key) {
+            if created && let Some(service) = services.get(key) {
                 self.announce(service).await;
             }
-        }
-        // A node that died cannot remove its own objects: the nodes announcing its Services
-        // now do, whenever the set of live nodes changed.
-        if all_ok && *alive != self.cleaned_for {
-            // Only nodes seen alive and then lost: at start-up, peers not heard from yet
-            // are not dead.
-            let dead: BTreeSet<String> = self.cleaned_for.difference(alive).cloned().collect();
-            if !dead.is_empty() {
-                for key in announced.keys() {
-                    self.remove_objects_of(&api, key, &dead).await;
-                }
-            }
-            self.cleaned_for = alive.clone();
         }
         all_ok
     }
 
-    async fn remove_objects_of(
+    /// Creates this node's object for `key`: `Some(true)` if created, `Some(false)` if it was
+    /// already there, `None` if the API server refused.
+    async fn create(
         &self,
         api: &Api<ServiceL2Status>,
+        name: &str,
         key: &ServiceKey,
-        dead: &BTreeSet<String>,
-    ) {
-        let selector = format!(
-            "{SERVICE_NAMESPACE_LABEL}={},{SERVICE_NAME_LABEL}={}",
-            key.0, key.1
-        );
-        let Ok(list) = api.list(&ListParams::default().labels(&selector)).await else {
-            return;
+    ) -> Option<bool> {
+        let object = json!({
+            "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": {
+                NODE_LABEL: self.node, SERVICE_NAME_LABEL: key.1, SERVICE_NAMESPACE_LABEL: key.0}},
+            "spec": {}
+        });
+        let object = match serde_json::from_value::<ServiceL2Status>(object) {
+            Ok(object) => object,
+            Err(e) => {
+                warn!(error = %e, "building a ServiceL2Status");
+                return None;
+            }
         };
-        for object in list.items {
-            let node = object.labels().get(NODE_LABEL).cloned().unwrap_or_default();
-            if dead.contains(&node) {
-                info!(object = %object.name_any(), %node, "removing the status of a node that is gone");
-                let _ = api
-                    .delete(&object.name_any(), &DeleteParams::default())
-                    .await;
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => Some(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Some(false),
+            Err(e) => {
+                warn!(object = %name, error = %e, "could not create ServiceL2Status");
+                None
+            }
+        }
+    }
+
+    async fn delete(&self, api: &Api<ServiceL2Status>, name: &str) -> bool {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            Err(e) => {
+                warn!(object = %name, error = %e, "could not delete ServiceL2Status");
+                false
             }
         }
     }

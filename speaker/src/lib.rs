@@ -6,8 +6,10 @@
 pub mod announce_policy;
 pub mod election;
 pub mod health;
+pub mod heartbeat;
 pub mod l2_status;
 pub mod membership;
 pub mod packet;
+pub mod quorum;
 pub mod responder;
 pub mod runtime;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ferrolb_crds::pool_address::parse_pool_address;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -23,7 +24,9 @@ use tracing::{info, warn};
 
 use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
 use crate::election::{Candidate, elect};
+use crate::heartbeat::{self, Heartbeats};
 use crate::l2_status::{ServiceKey, StatusWriter};
+use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
 
 const ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
@@ -33,9 +36,9 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 /// At start, how long to wait for the peers the Node objects name before announcing without
 /// them: announcing before gossip has met them would make several nodes answer at once.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
-/// Without the API server for this long and without any live peer, the speaker stops
-/// announcing: it cannot tell whether it is the one cut off.
-const FENCE_AFTER: Duration = Duration::from_secs(3);
+/// How often the standing is re-evaluated when nothing else happens: heartbeats expire on
+/// their own.
+const STANDING_TICK: Duration = Duration::from_secs(1);
 
 pub struct Config {
     pub node_name: String,
@@ -124,18 +127,6 @@ pub fn announced_services(
         }
     }
     announced
-}
-
-/// Whether to stop announcing: the API server has been unreachable for `FENCE_AFTER` and
-/// no peer is alive although other nodes exist. Then this node may be the one cut off, and
-/// the others may already have taken its addresses over; a node alone in its cluster, or
-/// one that still sees the API server or a peer, keeps going.
-pub fn should_fence(
-    api_down_for: Option<Duration>,
-    live_speakers: usize,
-    other_nodes: usize,
-) -> bool {
-    api_down_for.is_some_and(|down| down >= FENCE_AFTER) && live_speakers <= 1 && other_nodes > 0
 }
 
 fn handled(service: &Service, lb_class: Option<&str>) -> bool {
@@ -300,6 +291,11 @@ fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
                 .is_ok_and(|r| r.is_ok());
             reachable_tx.send_if_modified(|before| {
                 let changed = *before != answered;
+                if changed && answered {
+                    info!("API server reachable again");
+                } else if changed {
+                    warn!("API server unreachable");
+                }
                 *before = answered;
                 changed
             });
@@ -312,12 +308,13 @@ fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
     reachable
 }
 
-/// What the status writer should make the cluster show.
+/// What the status writer should make the cluster show, and what it shows now.
 #[derive(Clone)]
 struct StatusWork {
     announced: BTreeMap<ServiceKey, BTreeSet<String>>,
     services: BTreeMap<ServiceKey, Service>,
     alive: BTreeSet<String>,
+    current: Vec<Arc<ferrolb_crds::ServiceL2Status>>,
 }
 
 /// A write that does not finish within this is abandoned and retried: a request on a
@@ -337,7 +334,7 @@ fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusW
             let Some(work) = wish.borrow_and_update().clone() else {
                 continue;
             };
-            let sync = writer.sync(&work.announced, &work.services, &work.alive);
+            let sync = writer.sync(&work.announced, &work.services, &work.alive, &work.current);
             let done = tokio::time::timeout(STATUS_WRITE_TIMEOUT, sync).await;
             retry = !matches!(done, Ok(true));
             if retry {
@@ -369,6 +366,15 @@ pub async fn run(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
     );
+    let statuses = spawn_reflector::<ferrolb_crds::ServiceL2Status>(
+        Api::namespaced(client.clone(), &config.namespace),
+        changed.clone(),
+    );
+    let leases = spawn_reflector::<Lease>(
+        Api::namespaced(client.clone(), &config.namespace),
+        changed.clone(),
+    );
+    heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
     for (what, ready) in [
         ("Services", services.wait_until_ready().await.is_ok()),
         ("EndpointSlices", slices.wait_until_ready().await.is_ok()),
@@ -378,20 +384,25 @@ pub async fn run(
             "L2Advertisements",
             advertisements.wait_until_ready().await.is_ok(),
         ),
+        ("Leases", leases.wait_until_ready().await.is_ok()),
+        (
+            "ServiceL2Statuses",
+            statuses.wait_until_ready().await.is_ok(),
+        ),
     ] {
         if !ready {
             anyhow::bail!("the {what} cache closed before its first list");
         }
     }
     info!(node = %config.node_name, "caches filled");
-    let status_writer =
-        StatusWriter::new(client.clone(), &config.namespace, &config.node_name).await?;
+    let status_writer = StatusWriter::new(client.clone(), &config.namespace, &config.node_name);
     let status = spawn_status_writer(status_writer);
 
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     let mut alive = membership.alive();
     let mut joined: BTreeSet<SocketAddr> = BTreeSet::new();
-    let mut api_down_since: Option<tokio::time::Instant> = None;
+    let mut heartbeats = Heartbeats::default();
+    let mut last_standing = Standing::Announce;
     let mut last = Decision::default();
     let started = tokio::time::Instant::now();
     let mut settled = false;
@@ -408,7 +419,7 @@ pub async fn run(
                     return Ok(());
                 }
             }
-            () = tokio::time::sleep(FENCE_AFTER), if api_down_since.is_some() => {}
+            () = tokio::time::sleep(STANDING_TICK) => {}
             () = tokio::time::sleep_until(started + SETTLE_AT_MOST), if !settled => {}
         }
         tokio::time::sleep(DEBOUNCE).await;
@@ -435,11 +446,6 @@ pub async fn run(
         }
 
         let api_reachable = *api_ok.borrow_and_update();
-        api_down_since = match (api_reachable, api_down_since) {
-            (true, _) => None,
-            (false, None) => Some(tokio::time::Instant::now()),
-            (false, since) => since,
-        };
         let live = alive.borrow_and_update().clone();
         if !settled {
             let expected = node_objects
@@ -452,15 +458,33 @@ pub async fn run(
             }
             info!(peers = live.len(), "membership settled, announcing");
         }
-        let other_nodes = node_objects
-            .iter()
-            .filter(|n| n.name_any() != config.node_name)
-            .count();
-        let fenced = should_fence(
-            api_down_since.map(|since| since.elapsed()),
-            live.len(),
-            other_nodes,
-        );
+        let now = tokio::time::Instant::now();
+        heartbeats.observe(&leases.state(), now);
+        let running = heartbeats.running(now, api_reachable);
+        let standing = standing(&config.node_name, &live, &running, api_reachable);
+        if standing != last_standing {
+            match &standing {
+                Standing::Announce => info!(
+                    heard = live.len(),
+                    running = running.len(),
+                    "a majority of the speakers heard: announcing"
+                ),
+                Standing::Isolated { unheard } => warn!(
+                    ?unheard,
+                    "these speakers run but gossip cannot reach them: this node is the one cut off, stepping down"
+                ),
+                Standing::Fenced => warn!(
+                    heard = live.len(),
+                    "a minority of the speakers heard and no API server: stepping down"
+                ),
+            }
+            last_standing = standing.clone();
+        }
+        health.speakers_running.set(running.len() as i64);
+        health
+            .isolated
+            .set(i64::from(matches!(standing, Standing::Isolated { .. })));
+        let fenced = standing != Standing::Announce;
 
         let snapshot = Snapshot {
             services: {
@@ -483,11 +507,8 @@ pub async fn run(
         };
         let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces);
         health.peers_alive.set(live.len() as i64);
-        health.fenced.set(i64::from(fenced));
+        health.fenced.set(i64::from(standing == Standing::Fenced));
         if fenced {
-            if !last.table.is_empty() {
-                warn!("neither peers nor the API server reachable: stopping all announcements");
-            }
             decision.table.clear();
         }
         let changed_decision = decision != last;
@@ -503,7 +524,9 @@ pub async fn run(
             last = decision;
         }
         health.set_ready();
-        if changed_decision {
+        // Every pass, not only when the decision changed: the writer reconciles with what the
+        // API server holds, so a lost write or another node's clean-up is repaired.
+        {
             let announced = announced_services(&snapshot, &last);
             let services: BTreeMap<ServiceKey, Service> = service_objects
                 .iter()
@@ -521,28 +544,8 @@ pub async fn run(
                 announced,
                 services,
                 alive: live.clone(),
+                current: statuses.state(),
             }));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fencing_needs_both_the_api_server_and_every_peer_gone() {
-        let long = Some(FENCE_AFTER);
-        assert!(should_fence(long, 1, 2), "cut off from everything");
-        assert!(!should_fence(None, 1, 2), "the API server answers");
-        assert!(
-            !should_fence(Some(FENCE_AFTER / 2), 1, 2),
-            "not for long enough yet"
-        );
-        assert!(!should_fence(long, 2, 2), "a peer answers");
-        assert!(
-            !should_fence(long, 1, 0),
-            "alone in its cluster: nobody else could answer"
-        );
     }
 }

@@ -390,6 +390,11 @@ fn rbac_grants_exactly_what_each_component_needs() {
             "metallb.io/servicel2statuses/*:create",
             "metallb.io/servicel2statuses/*:delete",
             "metallb.io/servicel2statuses/status/*:patch",
+            "coordination.k8s.io/leases/*:get",
+            "coordination.k8s.io/leases/*:list",
+            "coordination.k8s.io/leases/*:watch",
+            "coordination.k8s.io/leases/*:create",
+            "coordination.k8s.io/leases/*:patch",
         ])
     );
 }

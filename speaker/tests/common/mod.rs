@@ -406,6 +406,15 @@ impl Lab {
         ));
     }
 
+    /// The log lines the speaker of `node` wrote so far.
+    pub fn speaker_log(&self, node: &str) -> Vec<String> {
+        self.speaker(node)
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn speaker(&self, node: &str) -> &Speaker {
         self.speakers[NODES.iter().position(|n| *n == node).unwrap()]
             .as_ref()
