@@ -8,6 +8,10 @@
 //! and all Services sharing an address land on one node because the address, not the Service,
 //! is hashed.
 //!
+//! Ownership is sticky (`keep_or_elect`): the election only decides when an address has no
+//! current owner among the candidates, so a node joining or coming back takes nothing from a
+//! healthy owner. All speakers read the current owners from the same ServiceL2Status objects.
+//!
 //! The score function is part of the speakers' contract with each other: during a rolling
 //! upgrade old and new speakers must agree, so it is spelled out here (FNV-1a, then the
 //! SplitMix64 finalizer) rather than borrowed from a hasher whose output may change.
@@ -38,6 +42,25 @@ where
                 .then_with(|| b.node.cmp(a.node))
         })
         .map(|c| c.node)
+}
+
+/// The node that announces `ip` when `current` announces it now: a current owner that is still
+/// a candidate with the best preference keeps it (ownership does not revert when a node joins
+/// or comes back, which would break every connection through the address); otherwise the
+/// election decides.
+pub fn keep_or_elect<'a, I>(ip: IpAddr, current: Option<&str>, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = Candidate<'a>>,
+{
+    let candidates: Vec<Candidate<'a>> = candidates.into_iter().collect();
+    let best = candidates.iter().map(|c| c.preference).max()?;
+    if let Some(kept) = candidates
+        .iter()
+        .find(|c| Some(c.node) == current && c.preference == best)
+    {
+        return Some(kept.node);
+    }
+    elect(ip, candidates)
 }
 
 /// The rendezvous score of a node for an address.
@@ -93,6 +116,38 @@ mod tests {
         // computed independently (Python) from the algorithm in the module comment.
         let ip: IpAddr = "192.168.117.100".parse().unwrap();
         assert_eq!(score("node-a", ip), 0x2421_d642_558b_2e27);
+    }
+
+    #[test]
+    fn a_live_current_owner_keeps_its_address() {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let natural = elect(ip, plain(&["a", "b", "c"])).unwrap();
+        let other = ["a", "b", "c"].into_iter().find(|n| *n != natural).unwrap();
+        assert_eq!(
+            keep_or_elect(ip, Some(other), plain(&["a", "b", "c"])),
+            Some(other)
+        );
+        // Gone from the candidates (dead, excluded): the election decides.
+        let without: Vec<&'static str> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|n| *n != other)
+            .collect();
+        assert_eq!(
+            keep_or_elect(ip, Some(other), plain(&without)),
+            elect(ip, plain(&without))
+        );
+        assert_eq!(
+            keep_or_elect(ip, None, plain(&["a", "b", "c"])),
+            Some(natural)
+        );
+    }
+
+    #[test]
+    fn a_preferred_node_still_wins_over_a_current_owner() {
+        let ip: IpAddr = "192.0.2.10".parse().unwrap();
+        let mut candidates = plain(&["a", "b"]);
+        candidates[1].preference = 10;
+        assert_eq!(keep_or_elect(ip, Some("a"), candidates), Some("b"));
     }
 
     #[test]

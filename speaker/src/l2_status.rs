@@ -1,6 +1,7 @@
 //! What the speaker tells the cluster: one `ServiceL2Status` per Service this node announces
-//! (node, Service, interfaces), kept in the pools' namespace as MetalLB does, and an Event on
-//! the Service when this node starts announcing it.
+//! (node, Service, interfaces, and in an annotation the addresses it answers for, which the
+//! speakers read as the current owners), kept in the pools' namespace as MetalLB does, and an
+//! Event on the Service when this node starts announcing it.
 //!
 //! Each sync reconciles what the API server holds (a cache of the objects) with what this node
 //! announces: a missing object is created (with its `nodeAssigned` Event), a wrong one
@@ -9,6 +10,7 @@
 //! sync.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ferrolb_crds::ServiceL2Status;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -23,8 +25,68 @@ pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
 pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
 const FIELD_MANAGER: &str = "ferrolb-speaker";
 
+/// The addresses a node answers for, on its ServiceL2Status objects: what every speaker reads
+/// as the current owners (the election keeps them).
+pub const ADDRESSES_ANNOTATION: &str = "ferrolb.io/addresses";
+
 /// A Service by namespace and name.
 pub type ServiceKey = (String, String);
+
+/// What this node announces for one Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announcement {
+    pub interfaces: BTreeSet<String>,
+    pub addresses: BTreeSet<IpAddr>,
+}
+
+fn addresses_text(addresses: &BTreeSet<IpAddr>) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The current owner of each address, from the ServiceL2Status objects' address annotations.
+/// When two objects claim one address (a handoff not yet cleaned up), the newer object wins,
+/// then the lower node name: every speaker reads the same objects and agrees.
+/// `counts` says whether a node's claim on an address counts at all.
+pub fn current_owners(
+    objects: &[std::sync::Arc<ServiceL2Status>],
+    counts: impl Fn(&IpAddr, &str) -> bool,
+) -> BTreeMap<IpAddr, String> {
+    let mut claims: BTreeMap<IpAddr, (Option<String>, std::cmp::Reverse<String>)> = BTreeMap::new();
+    for object in objects {
+        let Some(node) = object.labels().get(NODE_LABEL) else {
+            continue;
+        };
+        let created = object
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string());
+        let Some(addresses) = object.annotations().get(ADDRESSES_ANNOTATION) else {
+            continue;
+        };
+        for ip in addresses
+            .split(',')
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .filter(|ip| counts(ip, node))
+        {
+            let claim = (created.clone(), std::cmp::Reverse(node.clone()));
+            match claims.get(&ip) {
+                Some(existing) if *existing >= claim => {}
+                _ => {
+                    claims.insert(ip, claim);
+                }
+            }
+        }
+    }
+    claims
+        .into_iter()
+        .map(|(ip, (_, std::cmp::Reverse(node)))| (ip, node))
+        .collect()
+}
 
 /// The name of the status object for a Service announced from a node. Deterministic, so a
 /// restarted speaker finds its own objects; names, namespaces and node names are all DNS
@@ -77,6 +139,11 @@ fn reports(
     }) && interfaces_of(object) == *interfaces
 }
 
+/// Whether an object records exactly these addresses (its Event was recorded for them).
+fn records_addresses(object: &ServiceL2Status, addresses: &BTreeSet<IpAddr>) -> bool {
+    object.annotations().get(ADDRESSES_ANNOTATION) == Some(&addresses_text(addresses))
+}
+
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, node: &str) -> Self {
         let reporter = Reporter {
@@ -97,7 +164,7 @@ impl StatusWriter {
     /// failed; the next sync retries it.
     pub async fn sync(
         &mut self,
-        announced: &BTreeMap<ServiceKey, BTreeSet<String>>,
+        announced: &BTreeMap<ServiceKey, Announcement>,
         services: &BTreeMap<ServiceKey, Service>,
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
@@ -123,16 +190,18 @@ impl StatusWriter {
                 all_ok &= self.delete(&api, &object.name_any()).await;
             }
         }
-        for (key, interfaces) in announced {
+        for (key, announcement) in announced {
+            let interfaces = &announcement.interfaces;
             let existing = mine.get(key);
-            if existing.is_some_and(|o| reports(o, &self.node, key, interfaces)) {
+            let recorded = existing.is_some_and(|o| records_addresses(o, &announcement.addresses));
+            if recorded && existing.is_some_and(|o| reports(o, &self.node, key, interfaces)) {
                 continue;
             }
             let name = object_name(key, &self.node);
             // The cache may lag behind a creation of this node's own: only an object this
             // call created gets the nodeAssigned Event.
             let created = if existing.is_none() {
-                match self.create(&api, &name, key).await {
+                match self.create(&api, &name, key, &announcement.addresses).await {
                     Some(created) => created,
                     None => {
                         all_ok = false;
@@ -142,6 +211,29 @@ impl StatusWriter {
             } else {
                 false
             };
+            // Addresses this node answers now and its object did not record: it took them
+            // over, which the nodeAssigned Event tells too.
+            let gained = existing.is_some_and(|o| {
+                let before: BTreeSet<IpAddr> = o
+                    .annotations()
+                    .get(ADDRESSES_ANNOTATION)
+                    .map(|list| list.split(',').filter_map(|a| a.parse().ok()).collect())
+                    .unwrap_or_default();
+                !announcement.addresses.is_subset(&before)
+            });
+            if existing.is_some() && !recorded {
+                let annotation = json!({"metadata": {"annotations": {
+                    ADDRESSES_ANNOTATION: addresses_text(&announcement.addresses)}}});
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                if let Err(e) = api.patch(&name, &params, &Patch::Merge(&annotation)).await {
+                    warn!(object = %name, error = %e, "could not record the addresses on ServiceL2Status");
+                    all_ok = false;
+                    continue;
+                }
+            }
             let status = json!({"status": {
                 "node": self.node, "serviceName": key.1, "serviceNamespace": key.0,
                 "interfaces": interfaces.iter().map(|i| json!({"name": i})).collect::<Vec<_>>()}});
@@ -157,7 +249,9 @@ impl StatusWriter {
                 all_ok = false;
                 continue;
             }
-            if created && let Some(service) = services.get(key) {
+            if (created || gained)
+                && let Some(service) = services.get(key)
+            {
                 self.announce(service).await;
             }
         }
@@ -171,11 +265,13 @@ impl StatusWriter {
         api: &Api<ServiceL2Status>,
         name: &str,
         key: &ServiceKey,
+        addresses: &BTreeSet<IpAddr>,
     ) -> Option<bool> {
         let object = json!({
             "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
             "metadata": {"name": name, "namespace": self.namespace, "labels": {
-                NODE_LABEL: self.node, SERVICE_NAME_LABEL: key.1, SERVICE_NAMESPACE_LABEL: key.0}},
+                NODE_LABEL: self.node, SERVICE_NAME_LABEL: key.1, SERVICE_NAMESPACE_LABEL: key.0},
+                "annotations": {ADDRESSES_ANNOTATION: addresses_text(addresses)}},
             "spec": {}
         });
         let object = match serde_json::from_value::<ServiceL2Status>(object) {

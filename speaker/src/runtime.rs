@@ -23,9 +23,9 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
-use crate::election::{Candidate, elect};
+use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
-use crate::l2_status::{ServiceKey, StatusWriter};
+use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners};
 use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
 
@@ -36,6 +36,60 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 /// At start, how long to wait for the peers the Node objects name before announcing without
 /// them: announcing before gossip has met them would make several nodes answer at once.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(2);
+/// After a step-down, how long the direct read of the ServiceL2Status objects complements the
+/// cache, which catches up once its watch has reconnected.
+const REJOIN_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a node back from a step-down waits for a fresh read of the owners before it
+/// decides on its cache alone (the API server may really be gone).
+const REJOIN_READ_AT_MOST: Duration = Duration::from_secs(10);
+
+/// The ServiceL2Status objects as the API server has them now, read past the cache; `None`
+/// if the read fails.
+async fn fresh_statuses(
+    client: &Client,
+    namespace: &str,
+) -> Option<Vec<Arc<ferrolb_crds::ServiceL2Status>>> {
+    let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(client.clone(), namespace);
+    match tokio::time::timeout(Duration::from_secs(2), api.list(&Default::default())).await {
+        Ok(Ok(list)) => Some(list.items.into_iter().map(Arc::new).collect()),
+        _ => None,
+    }
+}
+
+/// The owners the election keeps: those the ServiceL2Status objects name (the cache, and a
+/// fresh read after a step-down), except that this node's own objects count only for the
+/// addresses it answers now; a node back from a restart or a cut holds nothing by its old
+/// objects.
+fn owners_to_keep(
+    cached: &[Arc<ferrolb_crds::ServiceL2Status>],
+    fresh: &[Arc<ferrolb_crds::ServiceL2Status>],
+    me: &str,
+    answering: &Table,
+) -> BTreeMap<IpAddr, String> {
+    // The same object in both: the newer version wins (resourceVersions are opaque to
+    // clients, but both copies come from one API server; an unreadable one loses).
+    let version = |o: &ferrolb_crds::ServiceL2Status| {
+        o.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut objects: BTreeMap<String, Arc<ferrolb_crds::ServiceL2Status>> = BTreeMap::new();
+    for object in fresh.iter().chain(cached) {
+        match objects.get(&object.name_any()) {
+            Some(kept) if version(kept) >= version(object) => {}
+            _ => {
+                objects.insert(object.name_any(), object.clone());
+            }
+        }
+    }
+    let objects: Vec<Arc<ferrolb_crds::ServiceL2Status>> = objects.into_values().collect();
+    let answered: BTreeSet<&IpAddr> = answering.values().flatten().collect();
+    current_owners(&objects, |ip, node| node != me || answered.contains(ip))
+}
+
 /// How often the standing is re-evaluated when nothing else happens: heartbeats expire on
 /// their own.
 const STANDING_TICK: Duration = Duration::from_secs(1);
@@ -65,11 +119,14 @@ pub struct Snapshot {
 }
 
 /// The pure core of a pass: owners among the live speakers, and this node's table.
+/// `current` holds each address's current owner as the ServiceL2Status objects say: it keeps
+/// the address while it is a live candidate (`election::keep_or_elect`).
 pub fn decide(
     snapshot: &Snapshot,
     me: &str,
     alive: &BTreeSet<String>,
     interfaces: &BTreeSet<String>,
+    current: &BTreeMap<IpAddr, String>,
 ) -> Decision {
     let mut decision = Decision::default();
     for service in &snapshot.services {
@@ -87,7 +144,9 @@ pub fn decide(
                     node,
                     preference: *preference,
                 });
-            let Some(owner) = elect(plan.ip, live) else {
+            let Some(owner) =
+                keep_or_elect(plan.ip, current.get(&plan.ip).map(String::as_str), live)
+            else {
                 continue;
             };
             decision.owners.insert(plan.ip, owner.to_string());
@@ -106,24 +165,29 @@ pub fn decide(
     decision
 }
 
-/// The Services this node announces, with the interfaces it answers for them on.
+/// The Services this node announces: the interfaces it answers on and their addresses it
+/// answers for.
 pub fn announced_services(
     snapshot: &Snapshot,
     decision: &Decision,
-) -> BTreeMap<ServiceKey, BTreeSet<String>> {
+) -> BTreeMap<ServiceKey, Announcement> {
     let mut announced = BTreeMap::new();
     for service in &snapshot.services {
-        let interfaces: BTreeSet<String> = decision
-            .table
-            .iter()
-            .filter(|(_, ips)| service.ips.iter().any(|ip| ips.contains(ip)))
-            .map(|(interface, _)| interface.clone())
-            .collect();
-        if !interfaces.is_empty() {
-            announced.insert(
-                (service.namespace.clone(), service.name.clone()),
-                interfaces,
-            );
+        let mut found = Announcement::default();
+        for (interface, ips) in &decision.table {
+            let here: Vec<IpAddr> = service
+                .ips
+                .iter()
+                .filter(|ip| ips.contains(ip))
+                .copied()
+                .collect();
+            if !here.is_empty() {
+                found.interfaces.insert(interface.clone());
+                found.addresses.extend(here);
+            }
+        }
+        if !found.interfaces.is_empty() {
+            announced.insert((service.namespace.clone(), service.name.clone()), found);
         }
     }
     announced
@@ -311,7 +375,7 @@ fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
 /// What the status writer should make the cluster show, and what it shows now.
 #[derive(Clone)]
 struct StatusWork {
-    announced: BTreeMap<ServiceKey, BTreeSet<String>>,
+    announced: BTreeMap<ServiceKey, Announcement>,
     services: BTreeMap<ServiceKey, Service>,
     alive: BTreeSet<String>,
     current: Vec<Arc<ferrolb_crds::ServiceL2Status>>,
@@ -403,6 +467,9 @@ pub async fn run(
     let mut joined: BTreeSet<SocketAddr> = BTreeSet::new();
     let mut heartbeats = Heartbeats::default();
     let mut last_standing = Standing::Announce;
+    let mut rejoin_read: Vec<Arc<ferrolb_crds::ServiceL2Status>> = Vec::new();
+    let mut rejoined_at: Option<tokio::time::Instant> = None;
+    let mut rejoining: Option<tokio::time::Instant> = None;
     let mut last = Decision::default();
     let started = tokio::time::Instant::now();
     let mut settled = false;
@@ -478,13 +545,53 @@ pub async fn run(
                     "a minority of the speakers heard and no API server: stepping down"
                 ),
             }
+            if standing == Standing::Announce && last_standing != Standing::Announce {
+                rejoining = Some(now);
+            }
             last_standing = standing.clone();
+        }
+        // Back from a step-down, a node hears its peers one by one and its caches may still
+        // show the cluster as it was before the cut (a watch reconnects with some delay). It
+        // stays silent until it hears every running speaker (or `SETTLE_AT_MOST`), then reads
+        // who owns what afresh: deciding on half a view would claim, and even clean up, the
+        // addresses of peers it has not heard again yet.
+        let mut holding = false;
+        if let Some(since) = rejoining {
+            let hears_all = running.iter().all(|n| live.contains(n));
+            if standing != Standing::Announce {
+                rejoining = None;
+            } else if hears_all || since.elapsed() >= SETTLE_AT_MOST {
+                match fresh_statuses(&client, &config.namespace).await {
+                    Some(read) => {
+                        rejoin_read = read;
+                        rejoined_at = Some(tokio::time::Instant::now());
+                        rejoining = None;
+                        info!(
+                            heard = live.len(),
+                            "rejoined: deciding with a fresh view of the owners"
+                        );
+                    }
+                    None if since.elapsed() >= REJOIN_READ_AT_MOST => {
+                        rejoining = None;
+                        warn!(
+                            "rejoined without a fresh view of the owners: the API server does not answer"
+                        );
+                    }
+                    None => holding = true,
+                }
+            } else {
+                holding = true;
+            }
+        }
+        if rejoined_at.is_some_and(|at| at.elapsed() > REJOIN_WINDOW) {
+            rejoin_read.clear();
+            rejoined_at = None;
         }
         health.speakers_running.set(running.len() as i64);
         health
             .isolated
             .set(i64::from(matches!(standing, Standing::Isolated { .. })));
-        let fenced = standing != Standing::Announce;
+        let fenced = standing != Standing::Announce || holding;
 
         let snapshot = Snapshot {
             services: {
@@ -505,7 +612,14 @@ pub async fn run(
                 .collect(),
             nodes: node_objects.iter().map(|n| node_info(n)).collect(),
         };
-        let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces);
+        let status_objects = statuses.state();
+        let current = owners_to_keep(
+            &status_objects,
+            &rejoin_read,
+            &config.node_name,
+            &last.table,
+        );
+        let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces, &current);
         health.peers_alive.set(live.len() as i64);
         health.fenced.set(i64::from(standing == Standing::Fenced));
         if fenced {
@@ -544,7 +658,7 @@ pub async fn run(
                 announced,
                 services,
                 alive: live.clone(),
-                current: statuses.state(),
+                current: status_objects,
             }));
         }
     }

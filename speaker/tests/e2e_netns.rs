@@ -132,3 +132,35 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     listener.join().unwrap();
 }
+
+/// Ownership does not revert: a killed owner's address moves once, and stays with its new
+/// owner when the old owner's speaker starts again.
+#[test]
+fn a_restarted_owner_does_not_take_its_address_back() {
+    let mut lab = Lab::start();
+    let ip = "192.168.117.100";
+    let owner = owner_among(&NODES, ip);
+    lab.wait_for_answer(ip, Some(owner), "the elected node answers");
+    lab.kill(owner);
+    let survivors: Vec<&'static str> = NODES.iter().copied().filter(|n| *n != owner).collect();
+    let successor = owner_among(&survivors, ip);
+    lab.wait_for_answer(ip, Some(successor), "the successor takes over");
+    lab.start_speaker(owner);
+    poll("the restarted speaker has settled and decided", 30, || {
+        lab.speaker_log(owner)
+            .iter()
+            .any(|l| l.contains("membership settled"))
+            .then_some(())
+    });
+    for _ in 0..5 {
+        let answers = lab.arp_answers(ip);
+        assert!(
+            !answers.is_empty() && answers.iter().all(|mac| *mac == lab.mac_of(successor)),
+            "only {successor} answers: {answers:?}"
+        );
+    }
+    assert_eq!(
+        speaker_metric(&lab, owner, "ferrolb_speaker_announced_addresses"),
+        0.0
+    );
+}

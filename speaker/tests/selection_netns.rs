@@ -86,7 +86,12 @@ fn selectors_labels_conditions_endpoints_and_advertisements_decide_who_answers()
             "reason": "RouteCreated", "message": "test"}]}}),
         true,
     );
-    lab.wait_for_answer(IP, Some(owner), "the owner is back with its network");
+    // Ownership does not revert: the node that took over keeps the address.
+    lab.wait_for_answer(
+        IP,
+        Some(owner_among(&without_owner, IP)),
+        "the address stays with the node that took over",
+    );
 
     // Local traffic policy: only a node with an endpoint answers.
     lab.patch(
@@ -110,6 +115,9 @@ fn selectors_labels_conditions_endpoints_and_advertisements_decide_who_answers()
         false,
     );
     lab.wait_for_answer(IP, None, "no serving endpoint, no answer");
+    poll("no ServiceL2Status claims the address any more", 30, || {
+        claimants(&lab, IP).is_empty().then_some(())
+    });
     lab.patch(
         services.clone(),
         "myapp",
@@ -127,6 +135,9 @@ fn selectors_labels_conditions_endpoints_and_advertisements_decide_who_answers()
         false,
     );
     lab.wait_for_answer(IP, None, "no answer on an interface the nodes lack");
+    poll("no ServiceL2Status claims the address any more", 30, || {
+        claimants(&lab, IP).is_empty().then_some(())
+    });
     lab.patch(
         ads.clone(),
         "example",
@@ -139,4 +150,23 @@ fn selectors_labels_conditions_endpoints_and_advertisements_decide_who_answers()
     lab.block_on(ads.delete("example", &Default::default()))
         .unwrap();
     lab.wait_for_answer(IP, None, "without an advertisement, nobody answers");
+}
+
+/// The nodes whose ServiceL2Status records `ip` among the addresses they answer for.
+fn claimants(lab: &Lab, ip: &str) -> Vec<String> {
+    let api: Api<ferrolb_crds::ServiceL2Status> =
+        Api::namespaced(lab.admin.clone(), "metallb-system");
+    lab.block_on(api.list(&Default::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|o| {
+            o.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ferrolb_speaker::l2_status::ADDRESSES_ANNOTATION))
+                .is_some_and(|list| list.split(',').any(|a| a == ip))
+        })
+        .filter_map(|o| o.status?.node)
+        .collect()
 }

@@ -389,6 +389,7 @@ fn rbac_grants_exactly_what_each_component_needs() {
             "metallb.io/servicel2statuses/*:watch",
             "metallb.io/servicel2statuses/*:create",
             "metallb.io/servicel2statuses/*:delete",
+            "metallb.io/servicel2statuses/*:patch",
             "metallb.io/servicel2statuses/status/*:patch",
             "coordination.k8s.io/leases/*:get",
             "coordination.k8s.io/leases/*:list",
