@@ -214,20 +214,9 @@ fn spawn_in(
     Ok(child.id())
 }
 
+/// kubectl as the lab's administrator (the kubeconfig in the state directory).
 fn kubectl(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", state_dir().join("kubeconfig"))
-        .output()
-        .context("running kubectl")?;
-    if !output.status.success() {
-        bail!(
-            "kubectl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    target_cluster::kubectl_with(&state_dir().join("kubeconfig"), args)
 }
 
 fn kubectl_apply(yaml: &str) -> anyhow::Result<()> {

@@ -155,17 +155,24 @@ fn survivors(without: &str) -> Vec<&'static str> {
     NODES.iter().copied().filter(|n| *n != without).collect()
 }
 
+/// A fresh lab (one at a time), once the elected nodes answer: the guard, the lab, and the
+/// v4 and v6 owners.
+fn lab_with_elected_owners() -> (
+    std::sync::MutexGuard<'static, ()>,
+    Lab,
+    &'static str,
+    &'static str,
+) {
+    let one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start();
+    let (v4, v6) = (owner_among(&NODES, V4), owner_among(&NODES, V6));
+    only_answerers(&lab, v4, v6, "the elected nodes answer");
+    (one, lab, v4, v6)
+}
+
 /// Cuts the v4 owner's gossip as `rules` say; the others take over, the owner falls silent.
 fn owner_gossip_cut(inbound: bool, outbound: bool) {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start();
-    let owner = owner_among(&NODES, V4);
-    only_answerers(
-        &lab,
-        owner,
-        owner_among(&NODES, V6),
-        "the elected nodes answer",
-    );
+    let (_one, lab, owner, _) = lab_with_elected_owners();
     cut(
         lab.segment.host(owner).unwrap(),
         &gossip_rules(inbound, outbound),
@@ -206,10 +213,7 @@ fn gossip_cut_outbound_only_on_the_owner() {
 
 #[test]
 fn api_server_cut_on_the_owner_changes_nothing() {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start();
-    let (v4, v6) = (owner_among(&NODES, V4), owner_among(&NODES, V6));
-    only_answerers(&lab, v4, v6, "the elected nodes answer");
+    let (_one, lab, v4, v6) = lab_with_elected_owners();
     cut(lab.segment.host(v4).unwrap(), API_RULES);
     // Its peers still hear it: it stays the owner, and nobody else answers, also once its
     // own API probe has noticed (it probes every second, with a one-second timeout).
@@ -226,10 +230,7 @@ fn api_server_cut_on_the_owner_changes_nothing() {
 
 #[test]
 fn a_peer_cut_off_from_everything_changes_nothing_for_the_others() {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start();
-    let (v4, v6) = (owner_among(&NODES, V4), owner_among(&NODES, V6));
-    only_answerers(&lab, v4, v6, "the elected nodes answer");
+    let (_one, lab, v4, v6) = lab_with_elected_owners();
     // A node that owns neither address, if there is one; else the v6 owner's addresses move.
     let peer = NODES
         .iter()
@@ -296,15 +297,7 @@ fn assigned_nodes_by_time(lab: &Lab) -> Vec<String> {
 /// is newer than the answering nodes' latest.
 #[test]
 fn after_a_partition_heals_status_and_events_name_the_answering_nodes() {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start();
-    let owner = owner_among(&NODES, V4);
-    only_answerers(
-        &lab,
-        owner,
-        owner_among(&NODES, V6),
-        "the elected nodes answer",
-    );
+    let (_one, lab, owner, _) = lab_with_elected_owners();
     let cut_node = lab.segment.host(owner).unwrap();
     cut_node.ip(&["link", "set", "eth0", "down"]).unwrap();
     let rest = survivors(owner);
@@ -344,10 +337,7 @@ fn after_a_partition_heals_status_and_events_name_the_answering_nodes() {
 /// once on a transition.
 #[test]
 fn a_status_object_removed_behind_the_owners_back_is_written_again() {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = Lab::start();
-    let (v4, v6) = (owner_among(&NODES, V4), owner_among(&NODES, V6));
-    only_answerers(&lab, v4, v6, "the elected nodes answer");
+    let (_one, lab, v4, v6) = lab_with_elected_owners();
     let answering: BTreeSet<String> = [v4, v6].iter().map(|n| n.to_string()).collect();
     poll("ServiceL2Status names the answering nodes", 30, || {
         (status_nodes(&lab.runtime, &lab.admin) == answering).then_some(())
