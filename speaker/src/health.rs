@@ -59,6 +59,11 @@ impl Health {
             counters.dropped.clone(),
         );
         registry.register(
+            "address_conflicts",
+            "Frames in which another MAC answered or announced an address this node answers for, by kind",
+            counters.conflicts.clone(),
+        );
+        registry.register(
             "announced_addresses",
             "Addresses this node answers for",
             announced.clone(),

@@ -60,9 +60,9 @@ impl Question {
 pub enum Dropped {
     /// Neither ARP nor IPv6 (the socket sees every frame of the interface).
     OtherProtocol,
-    /// IPv6, but not a Neighbor Solicitation.
+    /// IPv6, but neither a Neighbor Solicitation nor an Advertisement.
     NotSolicitation,
-    /// An ARP reply or another operation.
+    /// An ARP operation other than request and reply (RARP, InARP).
     NotRequest,
     /// Shorter than its headers say, or fields with impossible values.
     Malformed,
@@ -71,6 +71,8 @@ pub enum Dropped {
     /// A Neighbor Solicitation that RFC 4861 §7.1.1 says to discard (hop limit, code,
     /// checksum, multicast target, options).
     InvalidSolicitation,
+    /// A Neighbor Advertisement that RFC 4861 §7.1.2 says to discard.
+    InvalidAdvertisement,
 }
 
 impl Dropped {
@@ -82,21 +84,79 @@ impl Dropped {
             Dropped::Malformed => "malformed",
             Dropped::UnsupportedArp => "unsupported_arp",
             Dropped::InvalidSolicitation => "invalid_solicitation",
+            Dropped::InvalidAdvertisement => "invalid_advertisement",
         }
     }
 }
 
-/// Reads one Ethernet frame.
+/// "`ip` is at `mac`", as another host said it on the segment: what conflict detection
+/// looks at (RFC 5227's passive detection, and its IPv6 analogue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub mac: MacAddr,
+    pub ip: std::net::IpAddr,
+    pub kind: ClaimKind,
+}
+
+/// How a claim was made. Each is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ClaimKind {
+    /// An ARP reply.
+    ArpReply,
+    /// A gratuitous ARP (request or reply whose sender and target addresses are the same).
+    GratuitousArp,
+    /// The sender of an ordinary ARP request: the asker uses that address itself.
+    ArpSender,
+    /// A Neighbor Advertisement, solicited or not.
+    NeighborAdvertisement,
+    /// The source of a Neighbor Solicitation that names its link-layer address.
+    SolicitationSource,
+}
+
+impl ClaimKind {
+    pub fn label(&self) -> &'static str {
+        match self {
+            ClaimKind::ArpReply => "arp_reply",
+            ClaimKind::GratuitousArp => "gratuitous_arp",
+            ClaimKind::ArpSender => "arp_sender",
+            ClaimKind::NeighborAdvertisement => "neighbor_advertisement",
+            ClaimKind::SolicitationSource => "solicitation_source",
+        }
+    }
+}
+
+/// What one address resolution frame carries: a question to answer, a claim on an address,
+/// or both (an ARP request asks about its target and tells its sender's address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Heard {
+    pub question: Option<Question>,
+    pub claim: Option<Claim>,
+}
+
+/// Reads one Ethernet frame: only its question (see [`read`] for claims too). Frames that
+/// ask nothing are `NotRequest` (ARP) or `NotSolicitation` (IPv6).
 pub fn parse(frame: &[u8]) -> Result<Question, Dropped> {
+    let heard = read(frame)?;
+    heard.question.ok_or_else(|| {
+        if frame.get(12..14) == Some(&[0x08, 0x06][..]) {
+            Dropped::NotRequest
+        } else {
+            Dropped::NotSolicitation
+        }
+    })
+}
+
+/// Reads one Ethernet frame: the question it asks and the address it claims, if any.
+pub fn read(frame: &[u8]) -> Result<Heard, Dropped> {
     let ethernet = EthernetPacket::new(frame).ok_or(Dropped::Malformed)?;
     match ethernet.get_ethertype() {
-        EtherTypes::Arp => parse_arp(ethernet.payload()),
-        EtherTypes::Ipv6 => parse_solicitation(ethernet.get_source(), ethernet.payload()),
+        EtherTypes::Arp => read_arp(ethernet.payload()),
+        EtherTypes::Ipv6 => read_ndp(ethernet.get_source(), ethernet.payload()),
         _ => Err(Dropped::OtherProtocol),
     }
 }
 
-fn parse_arp(body: &[u8]) -> Result<Question, Dropped> {
+fn read_arp(body: &[u8]) -> Result<Heard, Dropped> {
     if body.len() < ARP_BODY {
         return Err(Dropped::Malformed);
     }
@@ -108,17 +168,68 @@ fn parse_arp(body: &[u8]) -> Result<Question, Dropped> {
     {
         return Err(Dropped::UnsupportedArp);
     }
-    if arp.get_operation() != ArpOperations::Request {
-        return Err(Dropped::NotRequest);
+    let (sender_mac, sender_ip) = (arp.get_sender_hw_addr(), arp.get_sender_proto_addr());
+    let target = arp.get_target_proto_addr();
+    let claim = |kind| {
+        // A probe (RFC 5227) has no sender address yet: it claims nothing.
+        (!sender_ip.is_unspecified()).then_some(Claim {
+            mac: sender_mac,
+            ip: sender_ip.into(),
+            kind,
+        })
+    };
+    let gratuitous = sender_ip == target;
+    match arp.get_operation() {
+        // A gratuitous request announces; it does not ask (Linux does not answer it either).
+        ArpOperations::Request if gratuitous => Ok(Heard {
+            question: None,
+            claim: claim(ClaimKind::GratuitousArp),
+        }),
+        ArpOperations::Request => Ok(Heard {
+            question: Some(Question::Arp {
+                sender_mac,
+                sender_ip,
+                target,
+            }),
+            claim: claim(ClaimKind::ArpSender),
+        }),
+        ArpOperations::Reply => Ok(Heard {
+            question: None,
+            claim: claim(if gratuitous {
+                ClaimKind::GratuitousArp
+            } else {
+                ClaimKind::ArpReply
+            }),
+        }),
+        _ => Err(Dropped::NotRequest),
     }
-    Ok(Question::Arp {
-        sender_mac: arp.get_sender_hw_addr(),
-        sender_ip: arp.get_sender_proto_addr(),
-        target: arp.get_target_proto_addr(),
-    })
 }
 
-fn parse_solicitation(frame_source: MacAddr, body: &[u8]) -> Result<Question, Dropped> {
+/// The link-layer address options of an NDP message (source, target), or `None` when the
+/// options are malformed (RFC 4861 §7.1.1 and §7.1.2: a length of zero, or past the end).
+fn link_options(mut options: &[u8]) -> Option<(Option<MacAddr>, Option<MacAddr>)> {
+    let (mut source, mut target) = (None, None);
+    while !options.is_empty() {
+        // Each option: type, length in units of 8 octets (0 is invalid), value.
+        let (&kind, &units) = (options.first()?, options.get(1)?);
+        let size = usize::from(units) * 8;
+        if size == 0 || size > options.len() {
+            return None;
+        }
+        let mac = MacAddr::new(
+            options[2], options[3], options[4], options[5], options[6], options[7],
+        );
+        match kind {
+            NDP_OPTION_SOURCE_LINK_ADDRESS => source = Some(mac),
+            NDP_OPTION_TARGET_LINK_ADDRESS => target = Some(mac),
+            _ => {}
+        }
+        options = &options[size..];
+    }
+    Some((source, target))
+}
+
+fn read_ndp(frame_source: MacAddr, body: &[u8]) -> Result<Heard, Dropped> {
     let ip = Ipv6Packet::new(body).ok_or(Dropped::Malformed)?;
     if ip.get_version() != 6 {
         return Err(Dropped::Malformed);
@@ -131,40 +242,40 @@ fn parse_solicitation(frame_source: MacAddr, body: &[u8]) -> Result<Question, Dr
         .get(IPV6_HEADER..IPV6_HEADER + length)
         .ok_or(Dropped::Malformed)?;
     let icmp = Icmpv6Packet::new(icmp_bytes).ok_or(Dropped::Malformed)?;
-    if icmp.get_icmpv6_type() != Icmpv6Types::NeighborSolicit {
-        return Err(Dropped::NotSolicitation);
-    }
+    let kind = icmp.get_icmpv6_type();
+    let invalid = match kind {
+        Icmpv6Types::NeighborSolicit => Dropped::InvalidSolicitation,
+        Icmpv6Types::NeighborAdvert => Dropped::InvalidAdvertisement,
+        _ => return Err(Dropped::NotSolicitation),
+    };
     let source_ip = ip.get_source();
     let destination = ip.get_destination();
     if ip.get_hop_limit() != 255 || icmp.get_icmpv6_code().0 != 0 || icmp_bytes.len() < NDP_BODY {
-        return Err(Dropped::InvalidSolicitation);
+        return Err(invalid);
     }
     if pnet_packet::icmpv6::checksum(&icmp, &source_ip, &destination) != icmp.get_checksum() {
-        return Err(Dropped::InvalidSolicitation);
+        return Err(invalid);
     }
     let target = Ipv6Addr::from(
         <[u8; 16]>::try_from(&icmp_bytes[8..NDP_BODY]).map_err(|_| Dropped::Malformed)?,
     );
     if target.is_multicast() {
-        return Err(Dropped::InvalidSolicitation);
+        return Err(invalid);
     }
-    let mut source_link_address = None;
-    let mut options = &icmp_bytes[NDP_BODY..];
-    while !options.is_empty() {
-        // Each option: type, length in units of 8 octets (0 is invalid), value.
-        let (Some(&kind), Some(&units)) = (options.first(), options.get(1)) else {
-            return Err(Dropped::InvalidSolicitation);
-        };
-        let size = usize::from(units) * 8;
-        if size == 0 || size > options.len() {
-            return Err(Dropped::InvalidSolicitation);
+    let (source_link_address, target_link_address) =
+        link_options(&icmp_bytes[NDP_BODY..]).ok_or(invalid)?;
+    if kind == Icmpv6Types::NeighborAdvert {
+        if destination.is_multicast() && icmp_bytes[4] & NA_FLAG_SOLICITED != 0 {
+            return Err(invalid);
         }
-        if kind == NDP_OPTION_SOURCE_LINK_ADDRESS && size >= 8 {
-            let mac = &options[2..8];
-            source_link_address =
-                Some(MacAddr::new(mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]));
-        }
-        options = &options[size..];
+        return Ok(Heard {
+            question: None,
+            claim: Some(Claim {
+                mac: target_link_address.unwrap_or(frame_source),
+                ip: target.into(),
+                kind: ClaimKind::NeighborAdvertisement,
+            }),
+        });
     }
     if source_ip.is_unspecified() {
         // Duplicate address detection: sent to the solicited-node group, never with a
@@ -173,10 +284,19 @@ fn parse_solicitation(frame_source: MacAddr, body: &[u8]) -> Result<Question, Dr
             return Err(Dropped::InvalidSolicitation);
         }
     }
-    Ok(Question::Neighbor {
-        reply_mac: source_link_address.unwrap_or(frame_source),
-        source_ip,
-        target,
+    Ok(Heard {
+        question: Some(Question::Neighbor {
+            reply_mac: source_link_address.unwrap_or(frame_source),
+            source_ip,
+            target,
+        }),
+        claim: source_link_address
+            .filter(|_| !source_ip.is_unspecified())
+            .map(|mac| Claim {
+                mac,
+                ip: source_ip.into(),
+                kind: ClaimKind::SolicitationSource,
+            }),
     })
 }
 

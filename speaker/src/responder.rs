@@ -17,7 +17,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tracing::{debug, info, warn};
 
-use crate::packet::{self, Dropped, MacAddr, Question};
+use crate::conflict::Conflict;
+use crate::packet::{self, Claim, Dropped, MacAddr, Question};
+
+/// Conflicts waiting for the reconciler beyond this are counted but not queued: a flood of
+/// conflicting frames must not grow memory.
+const CONFLICT_QUEUE: usize = 256;
 
 /// When gratuitous announcements go out after a takeover: at once, then a few more times
 /// in case the first ones were lost or a switch was still learning.
@@ -62,6 +67,13 @@ pub struct Counters {
     pub responses: Counter,
     pub gratuitous: Counter,
     pub dropped: Family<DropLabels, Counter>,
+    /// Frames in which another MAC claims an address this node answers for, by kind.
+    pub conflicts: Family<ConflictLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConflictLabels {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,6 +88,26 @@ impl Counters {
                 reason: reason.label().to_string(),
             })
             .inc();
+    }
+
+    /// Conflicting frames heard, of every kind.
+    pub fn conflicts_total(&self) -> u64 {
+        [
+            packet::ClaimKind::ArpReply,
+            packet::ClaimKind::GratuitousArp,
+            packet::ClaimKind::ArpSender,
+            packet::ClaimKind::NeighborAdvertisement,
+            packet::ClaimKind::SolicitationSource,
+        ]
+        .iter()
+        .map(|kind| {
+            self.conflicts
+                .get_or_create(&ConflictLabels {
+                    kind: kind.label().to_string(),
+                })
+                .get()
+        })
+        .sum()
     }
 
     /// Frames dropped for one reason (a [`Dropped::label`]).
@@ -114,8 +146,22 @@ impl Port {
 pub struct Responder {
     table: Arc<RwLock<Table>>,
     ports: HashMap<String, Arc<Port>>,
+    shared: Arc<Shared>,
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    conflicts: Mutex<Option<tokio::sync::mpsc::Receiver<Conflict>>>,
+}
+
+/// What every receiving thread shares.
+struct Shared {
+    table: Arc<RwLock<Table>>,
+    counters: Arc<Counters>,
+    /// Every MAC of this node's ports: frames from them are this node's own.
+    own_macs: BTreeSet<[u8; 6]>,
+    conflicts: tokio::sync::mpsc::Sender<Conflict>,
+    /// Addresses this node is elected for but has yielded to a lower MAC: claims on them are
+    /// still conflicts, so a claimant that keeps claiming keeps this node silent.
+    yielded: RwLock<BTreeSet<IpAddr>>,
 }
 
 impl Responder {
@@ -126,6 +172,14 @@ impl Responder {
         let counters: Arc<Counters> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let raw_interfaces = pnet_datalink::interfaces();
+        let (conflicts_tx, conflicts) = tokio::sync::mpsc::channel(CONFLICT_QUEUE);
+        let shared = Arc::new(Shared {
+            table: table.clone(),
+            counters: counters.clone(),
+            own_macs: interfaces.iter().map(|i| i.mac.octets()).collect(),
+            conflicts: conflicts_tx,
+            yielded: RwLock::default(),
+        });
         let mut ports = HashMap::new();
         for interface in interfaces {
             let Some(raw) = raw_interfaces.iter().find(|r| r.name == interface.name) else {
@@ -150,7 +204,7 @@ impl Responder {
                 sender: Mutex::new(sender),
             });
             ports.insert(interface.name.clone(), port.clone());
-            let (table, counters, stop) = (table.clone(), counters.clone(), stop.clone());
+            let (shared, stop) = (shared.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("answer-{}", interface.name))
                 .spawn(move || {
@@ -162,7 +216,7 @@ impl Responder {
                                 if std::mem::take(&mut failing) {
                                     info!(interface = %port.interface.name, "receiving again");
                                 }
-                                answer(&port, frame, &table, &counters);
+                                answer(&port, frame, &shared);
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
                             Err(e) => {
@@ -179,9 +233,49 @@ impl Responder {
         Ok(Responder {
             table,
             ports,
+            shared,
             counters,
             stop,
+            conflicts: Mutex::new(Some(conflicts)),
         })
+    }
+
+    /// The conflicts heard on the wire, for the reconciler to resolve (once: the first
+    /// caller gets the receiver).
+    pub fn take_conflicts(&self) -> Option<tokio::sync::mpsc::Receiver<Conflict>> {
+        self.conflicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// The addresses this node is elected for but leaves to a lower MAC for now.
+    pub fn set_yielded(&self, yielded: BTreeSet<IpAddr>) {
+        *self
+            .shared
+            .yielded
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = yielded;
+    }
+
+    /// Announces `ip` again on every interface it is answered on: after a conflict this node
+    /// keeps, the segment's caches must end on this node.
+    pub fn reassert(&self, ip: IpAddr) {
+        let on: Vec<Arc<Port>> = {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            self.ports
+                .iter()
+                .filter(|(name, _)| table.get(*name).is_some_and(|a| a.contains(&ip)))
+                .map(|(_, port)| port.clone())
+                .collect()
+        };
+        for port in on {
+            for frame in gratuitous_frames(&port.interface, ip) {
+                if port.send(&frame) {
+                    self.counters.gratuitous.inc();
+                }
+            }
+        }
     }
 
     pub fn interfaces(&self) -> Vec<Interface> {
@@ -266,32 +360,46 @@ fn gratuitous_frames(interface: &Interface, ip: IpAddr) -> Vec<Vec<u8>> {
     }
 }
 
-fn answer(port: &Port, frame: &[u8], table: &RwLock<Table>, counters: &Counters) {
+fn answer(port: &Port, frame: &[u8], shared: &Shared) {
     // The socket also sees what this node sends.
     if frame.get(6..12) == Some(&port.interface.mac.octets()[..]) {
         return;
     }
-    let question = match packet::parse(frame) {
-        Ok(question) => question,
+    let heard = match packet::read(frame) {
+        Ok(heard) => heard,
         // Most frames on a segment are ordinary traffic, not address resolution: those are
         // not "dropped", just not ours to look at.
         Err(Dropped::OtherProtocol | Dropped::NotSolicitation) => return,
         Err(reason) => {
-            counters.drop_frame(reason);
+            shared.counters.drop_frame(reason);
             return;
         }
     };
-    match question {
-        Question::Arp { .. } => counters.arp_requests.inc(),
-        Question::Neighbor { .. } => counters.ndp_solicitations.inc(),
-    };
-    let owned = {
-        let table = table.read().unwrap_or_else(|e| e.into_inner());
+    let answered_here = |ip: IpAddr| {
+        let table = shared.table.read().unwrap_or_else(|e| e.into_inner());
         table
             .get(&port.interface.name)
-            .is_some_and(|a| a.contains(&question.target()))
+            .is_some_and(|a| a.contains(&ip))
     };
-    if !owned {
+    if let Some(claim) = heard.claim
+        && !shared.own_macs.contains(&claim.mac.octets())
+        && (answered_here(claim.ip)
+            || shared
+                .yielded
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&claim.ip))
+    {
+        conflict_heard(port, claim, shared);
+    }
+    let Some(question) = heard.question else {
+        return;
+    };
+    match question {
+        Question::Arp { .. } => shared.counters.arp_requests.inc(),
+        Question::Neighbor { .. } => shared.counters.ndp_solicitations.inc(),
+    };
+    if !answered_here(question.target()) {
         return;
     }
     let reply = match question {
@@ -307,7 +415,25 @@ fn answer(port: &Port, frame: &[u8], table: &RwLock<Table>, counters: &Counters)
         } => packet::answer_solicitation(port.interface.mac, reply_mac, source_ip, target),
     };
     if port.send(&reply) {
-        counters.responses.inc();
+        shared.counters.responses.inc();
         debug!(interface = %port.interface.name, address = %question.target(), "answered");
     }
+}
+
+fn conflict_heard(port: &Port, claim: Claim, shared: &Shared) {
+    shared
+        .counters
+        .conflicts
+        .get_or_create(&ConflictLabels {
+            kind: claim.kind.label().to_string(),
+        })
+        .inc();
+    // A full queue means the reconciler already has plenty of these to act on.
+    let _ = shared.conflicts.try_send(Conflict {
+        ip: claim.ip,
+        interface: port.interface.name.clone(),
+        ours: port.interface.mac,
+        theirs: claim.mac,
+        kind: claim.kind,
+    });
 }

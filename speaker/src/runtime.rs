@@ -14,8 +14,9 @@ use ferrolb_crds::pool_address::parse_pool_address;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 
 use kube::{Api, Client, Resource, ResourceExt};
@@ -23,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
+use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
 use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners};
@@ -409,6 +411,78 @@ fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusW
     wishes
 }
 
+/// Says what happened in a conflict: a log line and a Warning Event on each Service using
+/// the address (in a task of its own: the API server's latency never delays answering).
+fn report_conflict(
+    recorder: &Recorder,
+    node: &str,
+    conflict: &Conflict,
+    handling: Handling,
+    services: &[Arc<Service>],
+) {
+    let outcome = match handling.resolution {
+        Resolution::Keep => {
+            "this node has the lower MAC: it keeps the address and announces it again".to_string()
+        }
+        Resolution::Yield => format!(
+            "the lower MAC keeps the address: this node stops answering for it for {}s",
+            YIELD_FOR.as_secs()
+        ),
+    };
+    warn!(
+        address = %conflict.ip,
+        interface = %conflict.interface,
+        other_mac = %conflict.theirs,
+        our_mac = %conflict.ours,
+        kind = conflict.kind.label(),
+        "another MAC claims an address this node answers for; {outcome}"
+    );
+    let note = format!(
+        "{} is also claimed by {} ({}) on node \"{node}\" interface {} (this node's MAC {}); {outcome}",
+        conflict.ip,
+        conflict.theirs,
+        conflict.kind.label(),
+        conflict.interface,
+        conflict.ours,
+    );
+    for service in services.iter().filter(|s| {
+        s.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|ingress| {
+                ingress
+                    .iter()
+                    .any(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()) == Some(conflict.ip))
+            })
+    }) {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Service".into()),
+            name: service.metadata.name.clone(),
+            namespace: service.metadata.namespace.clone(),
+            uid: service.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "AddressConflict".into(),
+            note: Some(note.clone()),
+            action: "ResolveConflict".into(),
+            secondary: None,
+        };
+        let recorder = recorder.clone();
+        tokio::spawn(async move {
+            let published =
+                tokio::time::timeout(STATUS_WRITE_TIMEOUT, recorder.publish(&event, &reference))
+                    .await;
+            if !matches!(published, Ok(Ok(()))) {
+                warn!("could not record the AddressConflict Event");
+            }
+        });
+    }
+}
+
 /// Runs the speaker until the process ends.
 pub async fn run(
     client: Client,
@@ -463,6 +537,15 @@ pub async fn run(
     let status = spawn_status_writer(status_writer);
 
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
+    let mut heard_conflicts = responder.take_conflicts();
+    let mut conflicts = Conflicts::default();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ferrolb-speaker".into(),
+            instance: Some(config.node_name.clone()),
+        },
+    );
     let mut alive = membership.alive();
     let mut joined: BTreeSet<SocketAddr> = BTreeSet::new();
     let mut heartbeats = Heartbeats::default();
@@ -484,6 +567,24 @@ pub async fn run(
             result = api_ok.changed() => {
                 if result.is_err() {
                     return Ok(());
+                }
+            }
+            Some(conflict) = async {
+                match heard_conflicts.as_mut() {
+                    Some(heard) => heard.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let handling = conflicts.observe(&conflict, std::time::Instant::now());
+                if handling.reassert {
+                    responder.reassert(conflict.ip);
+                }
+                if handling.report {
+                    report_conflict(&recorder, &config.node_name, &conflict, handling, &services.state());
+                }
+                // Keeping changes nothing in the table; yielding does, at once.
+                if handling.resolution == Resolution::Keep {
+                    continue;
                 }
             }
             () = tokio::time::sleep(STANDING_TICK) => {}
@@ -625,6 +726,21 @@ pub async fn run(
         if fenced {
             decision.table.clear();
         }
+        // Addresses left to a lower MAC that claims them stay out of the table; the responder
+        // keeps listening for claims on them.
+        let yielded = conflicts.yielded(std::time::Instant::now());
+        let mut yielding = BTreeSet::new();
+        for addresses in decision.table.values_mut() {
+            addresses.retain(|ip| {
+                let keep = !yielded.contains(ip);
+                if !keep {
+                    yielding.insert(*ip);
+                }
+                keep
+            });
+        }
+        decision.table.retain(|_, addresses| !addresses.is_empty());
+        responder.set_yielded(yielding);
         let changed_decision = decision != last;
         if changed_decision {
             for (ip, owner) in &decision.owners {

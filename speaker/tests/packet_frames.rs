@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ferrolb_speaker::packet::{
-    Dropped, MacAddr, Question, answer_solicitation, arp_reply, arp_request, gratuitous_arp,
-    multicast_mac, neighbor_solicitation, parse, read_announcement, solicited_node,
-    unsolicited_advertisement,
+    Claim, ClaimKind, Dropped, MacAddr, Question, answer_solicitation, arp_reply, arp_request,
+    gratuitous_arp, multicast_mac, neighbor_advertisement, neighbor_solicitation, parse, read,
+    read_announcement, solicited_node, unsolicited_advertisement,
 };
 use proptest::prelude::*;
 
@@ -43,6 +43,82 @@ fn an_arp_request_is_a_question_and_the_reply_answers_it() {
     assert_eq!(
         read_announcement(&reply),
         Some((NODE, wanted.into(), false))
+    );
+}
+
+fn claim(mac: MacAddr, ip: impl Into<std::net::IpAddr>, kind: ClaimKind) -> Option<Claim> {
+    Some(Claim {
+        mac,
+        ip: ip.into(),
+        kind,
+    })
+}
+
+/// What conflict detection hears: every frame in which a host says an address is at its MAC.
+#[test]
+fn arp_frames_tell_who_claims_which_address() {
+    let asker: Ipv4Addr = "192.168.117.1".parse().unwrap();
+    let owned: Ipv4Addr = "192.168.117.100".parse().unwrap();
+    let request = read(&arp_request(CLIENT, asker, owned)).unwrap();
+    assert!(request.question.is_some());
+    assert_eq!(
+        request.claim,
+        claim(CLIENT, asker, ClaimKind::ArpSender),
+        "an asker uses its sender address"
+    );
+    let probe = read(&arp_request(CLIENT, Ipv4Addr::UNSPECIFIED, owned)).unwrap();
+    assert!(probe.question.is_some(), "a probe is answered (RFC 5227)");
+    assert_eq!(probe.claim, None, "a probe claims nothing");
+    let reply = read(&arp_reply(NODE, owned, CLIENT, asker)).unwrap();
+    assert_eq!(reply.question, None);
+    assert_eq!(reply.claim, claim(NODE, owned, ClaimKind::ArpReply));
+    for frame in gratuitous_arp(NODE, owned) {
+        let heard = read(&frame).unwrap();
+        assert_eq!(
+            heard.question, None,
+            "a gratuitous ARP announces, it asks nothing"
+        );
+        assert_eq!(heard.claim, claim(NODE, owned, ClaimKind::GratuitousArp));
+    }
+}
+
+#[test]
+fn neighbor_advertisements_tell_who_claims_which_address() {
+    let owned: Ipv6Addr = "2001:db8::100".parse().unwrap();
+    let asker: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    let unsolicited = read(&unsolicited_advertisement(NODE, owned)).unwrap();
+    assert_eq!(unsolicited.question, None);
+    assert_eq!(
+        unsolicited.claim,
+        claim(NODE, owned, ClaimKind::NeighborAdvertisement)
+    );
+    let solicited = read(&neighbor_advertisement(NODE, owned, (CLIENT, asker), true)).unwrap();
+    assert_eq!(
+        solicited.claim,
+        claim(NODE, owned, ClaimKind::NeighborAdvertisement)
+    );
+    let mut corrupt = unsolicited_advertisement(NODE, owned);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(read(&corrupt), Err(Dropped::InvalidAdvertisement));
+    // A solicited advertisement to a multicast group is invalid (RFC 4861 §7.1.2).
+    let all_nodes: Ipv6Addr = "ff02::1".parse().unwrap();
+    let multicast_solicited =
+        neighbor_advertisement(NODE, owned, (multicast_mac(all_nodes), all_nodes), true);
+    assert_eq!(
+        read(&multicast_solicited),
+        Err(Dropped::InvalidAdvertisement)
+    );
+    let solicitation = read(&neighbor_solicitation(CLIENT, asker, owned)).unwrap();
+    assert!(solicitation.question.is_some());
+    assert_eq!(
+        solicitation.claim,
+        claim(CLIENT, asker, ClaimKind::SolicitationSource)
+    );
+    let detection = read(&neighbor_solicitation(CLIENT, Ipv6Addr::UNSPECIFIED, owned)).unwrap();
+    assert_eq!(
+        detection.claim, None,
+        "duplicate address detection claims nothing"
     );
 }
 
@@ -182,6 +258,7 @@ proptest! {
         let mut frame = base[..cut.min(base.len())].to_vec();
         frame.extend(tail);
         let _ = parse(&frame);
+        let _ = read(&frame);
         let _ = read_announcement(&frame);
     }
 
@@ -189,6 +266,7 @@ proptest! {
     fn any_arp_question_round_trips(asker in any::<u32>(), target in any::<u32>(), mac in any::<[u8; 6]>()) {
         let mac = MacAddr::new(mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
         let (asker, target) = (Ipv4Addr::from(asker), Ipv4Addr::from(target));
+        prop_assume!(asker != target, "that is a gratuitous ARP: an announcement");
         prop_assert_eq!(parse(&arp_request(mac, asker, target)), Ok(Question::Arp { sender_mac: mac, sender_ip: asker, target }));
     }
 

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
 use ferrolb_lab::netns::Netns;
@@ -100,12 +101,40 @@ fn ndp_macs(lab: &Lab, ip: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether any round of the running test saw two MACs answer one address.
+static SAW_TWO_ANSWERERS: AtomicBool = AtomicBool::new(false);
+
 fn answers(lab: &Lab, ip: &str) -> BTreeSet<String> {
-    if ip.contains(':') {
+    let macs = if ip.contains(':') {
         ndp_macs(lab, ip)
     } else {
         arp_macs(lab, ip)
+    };
+    if macs.len() > 1 {
+        SAW_TWO_ANSWERERS.store(true, Ordering::SeqCst);
     }
+    macs
+}
+
+/// A transient duplicate answerer, if the test saw one, was heard on the wire: the node that
+/// answered first hears the other's takeover announcement (or the other way round), and
+/// counts it.
+fn duplicates_were_counted(lab: &Lab) {
+    let counted: f64 = NODES
+        .iter()
+        .map(|n| speaker_metric_total(lab, n, "ferrolb_speaker_address_conflicts_total"))
+        .sum();
+    if SAW_TWO_ANSWERERS.load(Ordering::SeqCst) {
+        assert!(
+            counted > 0.0,
+            "two nodes answered at once, and no speaker counted a conflict"
+        );
+    }
+    eprintln!(
+        "two answerers seen: {}; conflicts counted: {}",
+        SAW_TWO_ANSWERERS.load(Ordering::SeqCst),
+        counted as u64
+    );
 }
 
 /// Waits until exactly the given nodes answer (the v4 owner ARP, the v6 owner NDP), then
@@ -164,6 +193,7 @@ fn lab_with_elected_owners() -> (
     &'static str,
 ) {
     let one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    SAW_TWO_ANSWERERS.store(false, Ordering::SeqCst);
     let lab = Lab::start();
     let (v4, v6) = (owner_among(&NODES, V4), owner_among(&NODES, V6));
     only_answerers(&lab, v4, v6, "the elected nodes answer");
@@ -194,6 +224,7 @@ fn owner_gossip_cut(inbound: bool, outbound: bool) {
         (speaker_metric(&lab, owner, "ferrolb_speaker_isolated") == 0.0).then_some(())
     });
     settled_single_answerers(&lab, "after healing, one answerer each");
+    duplicates_were_counted(&lab);
 }
 
 #[test]
@@ -226,6 +257,7 @@ fn api_server_cut_on_the_owner_changes_nothing() {
     only_answerers(&lab, v4, v6, "with the owner's API server cut");
     assert_eq!(speaker_metric(&lab, v4, "ferrolb_speaker_fenced"), 0.0);
     assert_eq!(speaker_metric(&lab, v4, "ferrolb_speaker_isolated"), 0.0);
+    duplicates_were_counted(&lab);
 }
 
 #[test]
@@ -252,6 +284,7 @@ fn a_peer_cut_off_from_everything_changes_nothing_for_the_others() {
     poll("the cut-off peer fences itself", 30, || {
         (speaker_metric(&lab, peer, "ferrolb_speaker_announced_addresses") == 0.0).then_some(())
     });
+    duplicates_were_counted(&lab);
 }
 
 /// The nodes the nodeAssigned Events on myapp name, newest last.
@@ -330,6 +363,7 @@ fn after_a_partition_heals_status_and_events_name_the_answering_nodes() {
             (!stale && by_time.last().is_some_and(|n| answering.contains(n))).then_some(())
         },
     );
+    duplicates_were_counted(&lab);
 }
 
 /// A ServiceL2Status removed behind the owner's back (another node's clean-up while this one

@@ -179,6 +179,30 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
+/// The sum of a metric over all its label sets (0 when it has none yet).
+pub fn metric_total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                rest.rsplit_once(' ')?.1
+            } else {
+                rest.strip_prefix(' ')?
+            };
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// The sum over all label sets of a metric of a node's speaker.
+pub fn speaker_metric_total(lab: &Lab, node: &str, name: &str) -> f64 {
+    metric_total(
+        &lab.speaker(node).metrics(lab.segment.host(node).unwrap()),
+        name,
+    )
+}
+
 /// The value of an unlabelled metric of a node's speaker, read from inside its namespace.
 pub fn speaker_metric(lab: &Lab, node: &str, name: &str) -> f64 {
     metric(
