@@ -25,12 +25,40 @@ pub const EXPIRES_AFTER: Duration = Duration::from_secs(20);
 pub const LABEL: (&str, &str) = ("app.kubernetes.io/component", "speaker-heartbeat");
 const NODE_LABEL: &str = "metallb.io/node";
 const FIELD_MANAGER: &str = "ferrolb-speaker";
+/// Set by a speaker stopping for a restart (SIGTERM on a node that is not going away): when
+/// it stopped, by its own node's clock, which is also its successor's.
+pub const RESTARTING_ANNOTATION: &str = "ferrolb.io/restarting-since";
+/// How long, in seconds, the peers hold its addresses for it.
+pub const RESTART_GRACE_ANNOTATION: &str = "ferrolb.io/restart-grace-seconds";
+/// No speaker holds a peer's addresses longer than this, whatever the peer asked for.
+pub const MAX_RESTART_GRACE: Duration = Duration::from_secs(60);
 
 pub fn lease_name(node: &str) -> String {
     format!("ferrolb-speaker-{node}")
 }
 
-/// Renews this node's heartbeat until the process ends.
+fn now_text() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+/// The heartbeat as this speaker applies it; `annotations` are added to its metadata.
+fn heartbeat_body(node: &str, annotations: Option<serde_json::Value>) -> serde_json::Value {
+    let mut body = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": lease_name(node), "labels": {LABEL.0: LABEL.1, NODE_LABEL: node}},
+        "spec": {"holderIdentity": node, "renewTime": now_text(),
+                 "leaseDurationSeconds": EXPIRES_AFTER.as_secs()},
+    });
+    if let Some(annotations) = annotations {
+        body["metadata"]["annotations"] = annotations;
+    }
+    body
+}
+
+/// Renews this node's heartbeat until the process ends. The first renewal also clears a
+/// restart mark a predecessor left.
 pub fn spawn_renewer(client: Client, namespace: &str, node: &str) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let node = node.to_string();
@@ -38,21 +66,27 @@ pub fn spawn_renewer(client: Client, namespace: &str, node: &str) {
         let name = lease_name(&node);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         loop {
-            let now = jiff::Timestamp::now()
-                .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
-                .to_string();
-            let lease = json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "labels": {LABEL.0: LABEL.1, NODE_LABEL: node}},
-                "spec": {"holderIdentity": node, "renewTime": now,
-                         "leaseDurationSeconds": EXPIRES_AFTER.as_secs()},
-            });
+            let lease = heartbeat_body(&node, None);
             let renewed = tokio::time::timeout(
                 RENEW_EVERY,
                 api.patch(&name, &params, &Patch::Apply(&lease)),
             )
             .await;
             match renewed {
+                Ok(Ok(lease)) if lease.annotations().contains_key(RESTARTING_ANNOTATION) => {
+                    // Applying without the mark removes it only where the API server tracks
+                    // field ownership; a merge patch removes it everywhere.
+                    let clear = json!({"metadata": {"annotations": {
+                        RESTARTING_ANNOTATION: null, RESTART_GRACE_ANNOTATION: null}}});
+                    let cleared = tokio::time::timeout(
+                        RENEW_EVERY,
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&clear)),
+                    )
+                    .await;
+                    if !matches!(cleared, Ok(Ok(_))) {
+                        warn!("could not clear the restart mark on the speaker heartbeat");
+                    }
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => warn!(error = %e, "could not renew the speaker heartbeat"),
                 Err(_) => warn!("renewing the speaker heartbeat timed out"),
@@ -62,6 +96,65 @@ pub fn spawn_renewer(client: Client, namespace: &str, node: &str) {
     });
 }
 
+/// Marks this node's heartbeat as restarting: the peers hold its addresses for `grace`
+/// instead of taking them over, and its successor takes them back.
+pub async fn mark_restarting(
+    client: Client,
+    namespace: &str,
+    node: &str,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let lease = heartbeat_body(
+        node,
+        Some(json!({RESTARTING_ANNOTATION: now_text(),
+               RESTART_GRACE_ANNOTATION: grace.as_secs().to_string()})),
+    );
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        api.patch(&lease_name(node), &params, &Patch::Apply(&lease)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the API server did not answer in time"))??;
+    Ok(())
+}
+
+/// The grace a heartbeat's restart mark asks for, if it has one (bounded by
+/// `MAX_RESTART_GRACE`).
+fn restart_grace_of(lease: &Lease) -> Option<Duration> {
+    lease.annotations().get(RESTARTING_ANNOTATION)?;
+    let seconds = lease
+        .annotations()
+        .get(RESTART_GRACE_ANNOTATION)
+        .and_then(|g| g.parse::<u64>().ok())
+        .unwrap_or(0);
+    Some(Duration::from_secs(seconds).min(MAX_RESTART_GRACE))
+}
+
+/// Whether this node's previous speaker stopped for a restart less than its grace ago (read
+/// before this speaker renews the heartbeat, which clears the mark).
+pub async fn restarted_within_grace(client: Client, namespace: &str, node: &str) -> bool {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let Ok(Ok(Some(lease))) =
+        tokio::time::timeout(Duration::from_secs(2), api.get_opt(&lease_name(node))).await
+    else {
+        return false;
+    };
+    let Some(grace) = restart_grace_of(&lease) else {
+        return false;
+    };
+    let since = lease
+        .annotations()
+        .get(RESTARTING_ANNOTATION)
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|since| {
+        let elapsed = jiff::Timestamp::now().duration_since(since);
+        elapsed >= jiff::SignedDuration::ZERO
+            && elapsed < jiff::SignedDuration::try_from(grace).unwrap_or_default()
+    })
+}
+
 /// The speakers whose heartbeats this speaker has seen change recently.
 #[derive(Debug, Default)]
 pub struct Heartbeats {
@@ -69,6 +162,8 @@ pub struct Heartbeats {
     seen: BTreeMap<String, (String, Instant)>,
     /// The running set as of the last time the API server answered.
     last_running: BTreeSet<String>,
+    /// Node → its restart mark, when this speaker saw it appear, and the grace it asks for.
+    restarting: BTreeMap<String, (String, Instant, Duration)>,
 }
 
 impl Heartbeats {
@@ -81,6 +176,21 @@ impl Heartbeats {
             let Some(node) = lease.labels().get(NODE_LABEL).cloned() else {
                 continue;
             };
+            match (
+                lease.annotations().get(RESTARTING_ANNOTATION),
+                restart_grace_of(lease),
+            ) {
+                (Some(mark), Some(grace)) => match self.restarting.get(&node) {
+                    Some((seen, _, _)) if seen == mark => {}
+                    _ => {
+                        self.restarting
+                            .insert(node.clone(), (mark.clone(), now, grace));
+                    }
+                },
+                _ => {
+                    self.restarting.remove(&node);
+                }
+            }
             let renewed = lease
                 .spec
                 .as_ref()
@@ -96,18 +206,31 @@ impl Heartbeats {
         }
     }
 
-    /// The speakers whose heartbeat changed within `EXPIRES_AFTER`. While the API server does
+    /// The speakers that stopped for a restart within the grace they asked for: their peers
+    /// hold their addresses for them meanwhile.
+    pub fn restarting(&self, now: Instant) -> BTreeSet<String> {
+        self.restarting
+            .iter()
+            .filter(|(_, (_, seen, grace))| now.saturating_duration_since(*seen) < *grace)
+            .map(|(node, _)| node.clone())
+            .collect()
+    }
+
+    /// The speakers whose heartbeat changed within `EXPIRES_AFTER`, except those that said
+    /// they stopped to restart: they are away, not cut off. While the API server does
     /// not answer, nothing is renewed in this speaker's view: the set seen when it last
     /// answered stands.
     pub fn running(&mut self, now: Instant, api_reachable: bool) -> BTreeSet<String> {
         if !api_reachable {
             return self.last_running.clone();
         }
+        let restarting = self.restarting(now);
         self.last_running = self
             .seen
             .iter()
             .filter(|(_, (_, at))| now.saturating_duration_since(*at) < EXPIRES_AFTER)
             .map(|(node, _)| node.clone())
+            .filter(|node| !restarting.contains(node))
             .collect();
         self.last_running.clone()
     }
@@ -156,6 +279,51 @@ mod tests {
         assert!(
             running.contains("a") && !running.contains("b"),
             "{running:?}"
+        );
+    }
+
+    #[test]
+    fn a_restarting_speaker_is_held_for_its_grace_and_not_counted_as_running() {
+        let mut heartbeats = Heartbeats::default();
+        let start = Instant::now();
+        let renewed = "2026-01-01T00:00:00.000000Z";
+        let mut marked = lease("b", renewed);
+        Arc::make_mut(&mut marked).metadata.annotations = Some(
+            [
+                (RESTARTING_ANNOTATION.to_string(), renewed.to_string()),
+                (RESTART_GRACE_ANNOTATION.to_string(), "10".to_string()),
+            ]
+            .into(),
+        );
+        heartbeats.observe(&[lease("a", renewed), marked.clone()], start);
+        assert_eq!(
+            heartbeats.restarting(start),
+            BTreeSet::from(["b".to_string()])
+        );
+        assert_eq!(
+            heartbeats.running(start, true),
+            BTreeSet::from(["a".to_string()])
+        );
+        // The same mark seen again does not extend the grace.
+        let later = start + Duration::from_secs(9);
+        heartbeats.observe(&[lease("a", renewed), marked], later);
+        assert!(
+            heartbeats
+                .restarting(start + Duration::from_secs(10))
+                .is_empty()
+        );
+        // Its successor clears the mark: running again.
+        heartbeats.observe(
+            &[
+                lease("a", renewed),
+                lease("b", "2026-01-01T00:00:11.000000Z"),
+            ],
+            start + Duration::from_secs(11),
+        );
+        assert!(
+            heartbeats
+                .running(start + Duration::from_secs(11), true)
+                .contains("b")
         );
     }
 

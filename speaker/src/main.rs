@@ -31,6 +31,39 @@ struct Args {
     /// UDP port the speakers gossip membership on.
     #[arg(long, default_value_t = 7947)]
     gossip_port: u16,
+    /// On SIGTERM while its node stays (a rolling update, a restart), the peers hold this
+    /// node's addresses this many seconds for its next speaker instead of moving them; 0
+    /// hands them over at once. A cordoned or departing node always hands over at once.
+    #[arg(long, env = "FERROLB_RESTART_GRACE_SECONDS", default_value_t = 10)]
+    restart_grace_seconds: u64,
+}
+
+/// Taints that say a node is going away: its addresses move at once on SIGTERM.
+const DEPARTING_TAINTS: [&str; 3] = [
+    "node.kubernetes.io/out-of-service",
+    "ToBeDeletedByClusterAutoscaler",
+    "node.kubernetes.io/unschedulable",
+];
+
+/// Whether this node is going away (cordoned for a drain, tainted as departing, deleted), as
+/// far as the API server says within a second; unknown counts as going.
+async fn node_departing(client: &kube::Client, node: &str) -> bool {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        Api::<Node>::all(client.clone()).get(node),
+    )
+    .await;
+    let Ok(Ok(node)) = read else {
+        return true;
+    };
+    let spec = node.spec.as_ref();
+    node.metadata.deletion_timestamp.is_some()
+        || spec.and_then(|s| s.unschedulable).unwrap_or(false)
+        || spec.and_then(|s| s.taints.as_ref()).is_some_and(|taints| {
+            taints
+                .iter()
+                .any(|t| DEPARTING_TAINTS.contains(&t.key.as_str()))
+        })
 }
 
 #[tokio::main]
@@ -79,15 +112,30 @@ async fn main() -> anyhow::Result<()> {
         namespace: args.namespace,
         lb_class: args.lb_class,
         gossip_port: args.gossip_port,
+        restart_grace: std::time::Duration::from_secs(args.restart_grace_seconds),
     };
+    let (node_name, namespace) = (config.node_name.clone(), config.namespace.clone());
+    let restart_grace = config.restart_grace;
     let leave = membership.leave_handle();
     tokio::select! {
-        result = run(client, config, responder, membership, health) => result,
+        result = run(client.clone(), config, responder, membership, health) => result,
         served = server => Err(match served {
             Ok(Err(e)) => e.context("the health server stopped"),
             _ => anyhow::anyhow!("the health server stopped"),
         }),
         () = ferrolb_ops::shutdown_requested() => {
+            // A restart keeps the addresses where they are: the peers hold them for the next
+            // speaker (gossip will report this one gone, the heartbeat says why), and the
+            // node's data path keeps serving established connections meanwhile.
+            if !restart_grace.is_zero() && !node_departing(&client, &node_name).await {
+                match ferrolb_speaker::heartbeat::mark_restarting(client, &namespace, &node_name, restart_grace).await {
+                    Ok(()) => {
+                        tracing::info!(grace_seconds = restart_grace.as_secs(), "stopping for a restart: the peers hold this node's addresses for its next speaker");
+                        return Ok(());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not mark the heartbeat as restarting"),
+                }
+            }
             tracing::info!("stopping: leaving the gossip cluster so peers take over now");
             leave.leave().await;
             Ok(())

@@ -61,13 +61,15 @@ async fn fresh_statuses(
 
 /// The owners the election keeps: those the ServiceL2Status objects name (the cache, and a
 /// fresh read after a step-down), except that this node's own objects count only for the
-/// addresses it answers now; a node back from a restart or a cut holds nothing by its old
-/// objects.
+/// addresses it answers now; a node back from a crash or a cut holds nothing by its old
+/// objects. A speaker `resuming` after a restart its peers held its addresses for takes them
+/// back by its objects.
 fn owners_to_keep(
     cached: &[Arc<ferrolb_crds::ServiceL2Status>],
     fresh: &[Arc<ferrolb_crds::ServiceL2Status>],
     me: &str,
     answering: &Table,
+    resuming: bool,
 ) -> BTreeMap<IpAddr, String> {
     // The same object in both: the newer version wins (resourceVersions are opaque to
     // clients, but both copies come from one API server; an unreadable one loses).
@@ -89,7 +91,9 @@ fn owners_to_keep(
     }
     let objects: Vec<Arc<ferrolb_crds::ServiceL2Status>> = objects.into_values().collect();
     let answered: BTreeSet<&IpAddr> = answering.values().flatten().collect();
-    current_owners(&objects, |ip, node| node != me || answered.contains(ip))
+    current_owners(&objects, |ip, node| {
+        node != me || resuming || answered.contains(ip)
+    })
 }
 
 /// How often the standing is re-evaluated when nothing else happens: heartbeats expire on
@@ -101,6 +105,8 @@ pub struct Config {
     pub namespace: String,
     pub lb_class: Option<String>,
     pub gossip_port: u16,
+    /// How long the peers hold this node's addresses while its speaker restarts.
+    pub restart_grace: Duration,
 }
 
 /// What one pass decided, for logs and tests.
@@ -122,11 +128,13 @@ pub struct Snapshot {
 
 /// The pure core of a pass: owners among the live speakers, and this node's table.
 /// `current` holds each address's current owner as the ServiceL2Status objects say: it keeps
-/// the address while it is a live candidate (`election::keep_or_elect`).
+/// the address while it is a live candidate (`election::keep_or_elect`), or while its speaker
+/// restarts within its grace (`held`): nobody answers for it then, as nobody moves it.
 pub fn decide(
     snapshot: &Snapshot,
     me: &str,
     alive: &BTreeSet<String>,
+    held: &BTreeSet<String>,
     interfaces: &BTreeSet<String>,
     current: &BTreeMap<IpAddr, String>,
 ) -> Decision {
@@ -138,17 +146,19 @@ pub fn decide(
             &snapshot.advertisements,
             &snapshot.nodes,
         ) {
+            let current_owner = current.get(&plan.ip).map(String::as_str);
             let live = plan
                 .candidates
                 .iter()
-                .filter(|(node, _)| alive.contains(*node))
+                .filter(|(node, _)| {
+                    alive.contains(*node)
+                        || (held.contains(*node) && Some(node.as_str()) == current_owner)
+                })
                 .map(|(node, preference)| Candidate {
                     node,
                     preference: *preference,
                 });
-            let Some(owner) =
-                keep_or_elect(plan.ip, current.get(&plan.ip).map(String::as_str), live)
-            else {
+            let Some(owner) = keep_or_elect(plan.ip, current_owner, live) else {
                 continue;
             };
             decision.owners.insert(plan.ip, owner.to_string());
@@ -512,7 +522,19 @@ pub async fn run(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
     );
-    heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
+    // Read before the renewer clears the mark the previous speaker left.
+    let mut resuming = !config.restart_grace.is_zero()
+        && heartbeat::restarted_within_grace(client.clone(), &config.namespace, &config.node_name)
+            .await;
+    // Back from a restart, the heartbeat keeps its restart mark (and the peers keep holding
+    // this node's addresses) until this speaker announces again.
+    let mut renewing = false;
+    if resuming {
+        info!("back from a restart within its grace: taking back this node's addresses");
+    } else {
+        heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
+        renewing = true;
+    }
     for (what, ready) in [
         ("Services", services.wait_until_ready().await.is_ok()),
         ("EndpointSlices", slices.wait_until_ready().await.is_ok()),
@@ -719,8 +741,23 @@ pub async fn run(
             &rejoin_read,
             &config.node_name,
             &last.table,
+            resuming,
         );
-        let mut decision = decide(&snapshot, &config.node_name, &live, &interfaces, &current);
+        let held: BTreeSet<String> = heartbeats
+            .restarting(now)
+            .into_iter()
+            .filter(|n| !live.contains(n))
+            .collect();
+        let mut decision = decide(
+            &snapshot,
+            &config.node_name,
+            &live,
+            &held,
+            &interfaces,
+            &current,
+        );
+        // Taken back once: from now on this node's table says what it answers.
+        resuming &= fenced;
         health.peers_alive.set(live.len() as i64);
         health.fenced.set(i64::from(standing == Standing::Fenced));
         if fenced {
@@ -753,6 +790,10 @@ pub async fn run(
             health.announced.set(announced.len() as i64);
             last = decision;
         }
+        if !renewing && !resuming {
+            heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
+            renewing = true;
+        }
         health.set_ready();
         // Every pass, not only when the decision changed: the writer reconciles with what the
         // API server holds, so a lost write or another node's clean-up is repaired.
@@ -773,7 +814,8 @@ pub async fn run(
             status.send_replace(Some(StatusWork {
                 announced,
                 services,
-                alive: live.clone(),
+                // A restarting node's objects stay: they say who holds its addresses.
+                alive: live.union(&held).cloned().collect(),
                 current: status_objects,
             }));
         }

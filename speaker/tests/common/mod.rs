@@ -114,6 +114,15 @@ impl Speaker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// SIGTERM, as a rolling update or `kubectl delete pod` sends it; waits for the exit.
+    pub fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        poll("the speaker exits after SIGTERM", 30, || {
+            self.child.try_wait().unwrap().map(|_| ())
+        });
+    }
 }
 
 impl Drop for Speaker {
@@ -417,6 +426,49 @@ impl Lab {
         if let Some(mut speaker) = self.speakers[index].take() {
             speaker.kill();
         }
+    }
+
+    /// Stops the speaker of `node` with SIGTERM; returns its log.
+    pub fn terminate(&mut self, node: &str) -> Vec<String> {
+        let index = NODES.iter().position(|n| *n == node).unwrap();
+        let Some(mut speaker) = self.speakers[index].take() else {
+            return Vec::new();
+        };
+        speaker.terminate();
+        speaker
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Adds a LoadBalancer Service holding `ips` (the controller's part done by hand), with a
+    /// serving endpoint on every node.
+    pub fn add_service(&self, name: &str, ips: &[&str]) {
+        self.create(vec![
+            json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "selector": {"app": name},
+                         "ports": [{"port": 80, "protocol": "TCP"}]}}),
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": format!("{name}-1"), "namespace": "default",
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "endpoints": NODES.iter().enumerate().map(|(i, n)| json!({
+                    "addresses": [format!("10.244.{i}.10")], "nodeName": n,
+                    "conditions": {"ready": true, "serving": true}})).collect::<Vec<_>>(),
+                "ports": [{"port": 80, "protocol": "TCP"}]}),
+        ]);
+        let ingress: Vec<serde_json::Value> = ips
+            .iter()
+            .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+            .collect();
+        self.patch(
+            Api::<Service>::namespaced(self.admin.clone(), "default"),
+            name,
+            json!({"status": {"loadBalancer": {"ingress": ingress}}}),
+            true,
+        );
     }
 
     /// Starts (again) the speaker of `node`.
