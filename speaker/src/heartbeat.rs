@@ -16,6 +16,8 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::node_interfaces::{self, INTERFACES_ANNOTATION, Interfaces};
+
 /// How often a speaker renews its heartbeat: one write per speaker every 5 s, as cheap for
 /// the API server as kubelets' node leases are.
 pub const RENEW_EVERY: Duration = Duration::from_secs(5);
@@ -43,30 +45,35 @@ fn now_text() -> String {
         .to_string()
 }
 
-/// The heartbeat as this speaker applies it; `annotations` are added to its metadata.
-fn heartbeat_body(node: &str, annotations: Option<serde_json::Value>) -> serde_json::Value {
+/// The heartbeat as this speaker applies it, with the node's interfaces among `names`;
+/// `annotations` are added to its metadata.
+fn heartbeat_body(
+    node: &str,
+    names: &BTreeSet<String>,
+    annotations: Option<serde_json::Value>,
+) -> serde_json::Value {
     let mut body = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": lease_name(node), "labels": {LABEL.0: LABEL.1, NODE_LABEL: node}},
         "spec": {"holderIdentity": node, "renewTime": now_text(),
                  "leaseDurationSeconds": EXPIRES_AFTER.as_secs()},
     });
-    if let Some(annotations) = annotations {
-        body["metadata"]["annotations"] = annotations;
-    }
+    let mut all = annotations.unwrap_or_else(|| json!({}));
+    all[INTERFACES_ANNOTATION] = json!(node_interfaces::encode(&node_interfaces::local(names)));
+    body["metadata"]["annotations"] = all;
     body
 }
 
 /// Renews this node's heartbeat until the process ends. The first renewal also clears a
 /// restart mark a predecessor left.
-pub fn spawn_renewer(client: Client, namespace: &str, node: &str) {
+pub fn spawn_renewer(client: Client, namespace: &str, node: &str, names: BTreeSet<String>) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let node = node.to_string();
     tokio::spawn(async move {
         let name = lease_name(&node);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         loop {
-            let lease = heartbeat_body(&node, None);
+            let lease = heartbeat_body(&node, &names, None);
             let renewed = tokio::time::timeout(
                 RENEW_EVERY,
                 api.patch(&name, &params, &Patch::Apply(&lease)),
@@ -102,11 +109,13 @@ pub async fn mark_restarting(
     client: Client,
     namespace: &str,
     node: &str,
+    names: &BTreeSet<String>,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let lease = heartbeat_body(
         node,
+        names,
         Some(json!({RESTARTING_ANNOTATION: now_text(),
                RESTART_GRACE_ANNOTATION: grace.as_secs().to_string()})),
     );
@@ -164,6 +173,8 @@ pub struct Heartbeats {
     last_running: BTreeSet<String>,
     /// Node → its restart mark, when this speaker saw it appear, and the grace it asks for.
     restarting: BTreeMap<String, (String, Instant, Duration)>,
+    /// Node → the interfaces it published (nodes that published none are not here).
+    interfaces: BTreeMap<String, Interfaces>,
 }
 
 impl Heartbeats {
@@ -191,6 +202,18 @@ impl Heartbeats {
                     self.restarting.remove(&node);
                 }
             }
+            match lease
+                .annotations()
+                .get(INTERFACES_ANNOTATION)
+                .and_then(|text| node_interfaces::decode(text))
+            {
+                Some(interfaces) => {
+                    self.interfaces.insert(node.clone(), interfaces);
+                }
+                None => {
+                    self.interfaces.remove(&node);
+                }
+            }
             let renewed = lease
                 .spec
                 .as_ref()
@@ -204,6 +227,11 @@ impl Heartbeats {
                 }
             }
         }
+    }
+
+    /// The interfaces each node's speaker published.
+    pub fn interfaces(&self) -> &BTreeMap<String, Interfaces> {
+        &self.interfaces
     }
 
     /// The speakers that stopped for a restart within the grace they asked for: their peers

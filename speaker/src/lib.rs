@@ -10,6 +10,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod l2_status;
 pub mod membership;
+pub mod node_interfaces;
 pub mod packet;
 pub mod quorum;
 pub mod responder;

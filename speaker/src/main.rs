@@ -104,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
     if interfaces.is_empty() {
         anyhow::bail!("no interface can carry ARP on this node (up, broadcast, not enslaved)");
     }
+    let interface_names: std::collections::BTreeSet<String> =
+        interfaces.iter().map(|i| i.name.clone()).collect();
     let responder = Responder::start(interfaces)?;
     let health = Arc::new(Health::new(&responder.counters));
     let server = tokio::spawn(ferrolb_ops::serve(health_addr, health.clone()));
@@ -128,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
             // speaker (gossip will report this one gone, the heartbeat says why), and the
             // node's data path keeps serving established connections meanwhile.
             if !restart_grace.is_zero() && !node_departing(&client, &node_name).await {
-                match ferrolb_speaker::heartbeat::mark_restarting(client, &namespace, &node_name, restart_grace).await {
+                match ferrolb_speaker::heartbeat::mark_restarting(client, &namespace, &node_name, &interface_names, restart_grace).await {
                     Ok(()) => {
                         tracing::info!(grace_seconds = restart_grace.as_secs(), "stopping for a restart: the peers hold this node's addresses for its next speaker");
                         return Ok(());

@@ -28,6 +28,7 @@ use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
 use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners};
+use crate::node_interfaces::{Interfaces, able_to_announce};
 use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
 
@@ -126,7 +127,9 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInfo>,
 }
 
-/// The pure core of a pass: owners among the live speakers, and this node's table.
+/// The pure core of a pass: owners among the live speakers that can announce each address
+/// (`known` holds the nodes' published interfaces: `node_interfaces::able_to_announce`), and
+/// this node's table.
 /// `current` holds each address's current owner as the ServiceL2Status objects say: it keeps
 /// the address while it is a live candidate (`election::keep_or_elect`), or while its speaker
 /// restarts within its grace (`held`): nobody answers for it then, as nobody moves it.
@@ -137,6 +140,7 @@ pub fn decide(
     held: &BTreeSet<String>,
     interfaces: &BTreeSet<String>,
     current: &BTreeMap<IpAddr, String>,
+    known: &BTreeMap<String, Interfaces>,
 ) -> Decision {
     let mut decision = Decision::default();
     for service in &snapshot.services {
@@ -147,8 +151,8 @@ pub fn decide(
             &snapshot.nodes,
         ) {
             let current_owner = current.get(&plan.ip).map(String::as_str);
-            let live = plan
-                .candidates
+            let able = able_to_announce(plan.ip, &plan.candidates, &plan.interfaces, known);
+            let live = able
                 .iter()
                 .filter(|(node, _)| {
                     alive.contains(*node)
@@ -522,6 +526,7 @@ pub async fn run(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
     );
+    let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     // Read before the renewer clears the mark the previous speaker left.
     let mut resuming = !config.restart_grace.is_zero()
         && heartbeat::restarted_within_grace(client.clone(), &config.namespace, &config.node_name)
@@ -532,7 +537,12 @@ pub async fn run(
     if resuming {
         info!("back from a restart within its grace: taking back this node's addresses");
     } else {
-        heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
+        heartbeat::spawn_renewer(
+            client.clone(),
+            &config.namespace,
+            &config.node_name,
+            interfaces.clone(),
+        );
         renewing = true;
     }
     for (what, ready) in [
@@ -558,7 +568,6 @@ pub async fn run(
     let status_writer = StatusWriter::new(client.clone(), &config.namespace, &config.node_name);
     let status = spawn_status_writer(status_writer);
 
-    let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     let mut heard_conflicts = responder.take_conflicts();
     let mut conflicts = Conflicts::default();
     let recorder = Recorder::new(
@@ -755,6 +764,7 @@ pub async fn run(
             &held,
             &interfaces,
             &current,
+            heartbeats.interfaces(),
         );
         // Taken back once: from now on this node's table says what it answers.
         resuming &= fenced;
@@ -791,7 +801,12 @@ pub async fn run(
             last = decision;
         }
         if !renewing && !resuming {
-            heartbeat::spawn_renewer(client.clone(), &config.namespace, &config.node_name);
+            heartbeat::spawn_renewer(
+                client.clone(),
+                &config.namespace,
+                &config.node_name,
+                interfaces.clone(),
+            );
             renewing = true;
         }
         health.set_ready();

@@ -1,0 +1,131 @@
+//! Interface-aware election, on the lab: a node that could not announce an address (it lacks
+//! the interface the L2Advertisement names, or has no interface in the address's subnet while
+//! others do) is never elected for it, whatever the hash says.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::*;
+use serde_json::json;
+
+static ONE_LAB: Mutex<()> = Mutex::new(());
+
+/// The first address of `prefix`.10 to .99 that the hash gives to `node` among all nodes.
+fn address_hashed_to(prefix: &str, node: &str) -> String {
+    (10..100)
+        .map(|i| format!("{prefix}.{i}"))
+        .find(|ip| owner_among(&NODES, ip) == node)
+        .unwrap()
+}
+
+/// The ServiceL2Status of `service`: (node, interfaces).
+fn status_of(lab: &Lab, service: &str) -> Vec<(String, Vec<String>)> {
+    let api: kube::Api<ferrolb_crds::ServiceL2Status> =
+        kube::Api::namespaced(lab.admin.clone(), "metallb-system");
+    lab.block_on(api.list(&Default::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.status)
+        .filter(|s| s.service_name.as_deref() == Some(service))
+        .map(|s| {
+            (
+                s.node.unwrap_or_default(),
+                s.interfaces
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|i| i.name)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_without_the_advertised_interface_is_never_elected() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::start();
+    // The hash would pick node-1; only node-3 has eth1.
+    let ip = address_hashed_to("203.0.113", "node-1");
+    let node_3 = lab.segment.host("node-3").unwrap();
+    // A second link of node-3's own (a veth pair inside its namespace).
+    node_3
+        .ip(&[
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1-peer",
+        ])
+        .unwrap();
+    for link in ["eth1", "eth1-peer"] {
+        node_3.ip(&["link", "set", link, "up"]).unwrap();
+    }
+    // The speaker opens its interfaces when it starts.
+    lab.kill("node-3");
+    lab.start_speaker("node-3");
+    lab.create(vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "wired", "namespace": "metallb-system"},
+            "spec": {"addresses": ["203.0.113.0/24"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "wired", "namespace": "metallb-system"},
+            "spec": {"ipAddressPools": ["wired"], "interfaces": ["eth1"]}}),
+    ]);
+    lab.add_service("wired-app", &[&ip]);
+    poll("node-3 announces the address on eth1", 30, || {
+        (status_of(&lab, "wired-app") == [("node-3".to_string(), vec!["eth1".to_string()])])
+            .then_some(())
+    });
+    for node in ["node-1", "node-2"] {
+        assert!(
+            lab.speaker_log(node)
+                .iter()
+                .any(|l| l.contains(&format!("owner elected address={ip} owner=node-3"))),
+            "{node} agrees that node-3 owns {ip}"
+        );
+    }
+}
+
+#[test]
+fn a_node_outside_the_addresss_subnet_is_never_elected_when_others_are_in_it() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = Lab::start();
+    // The hash would pick node-3, which is not on 198.51.100.0/24.
+    let ip = address_hashed_to("198.51.100", "node-3");
+    for (node, address) in [
+        ("node-1", "198.51.100.11/24"),
+        ("node-2", "198.51.100.12/24"),
+    ] {
+        lab.segment
+            .host(node)
+            .unwrap()
+            .ip(&["addr", "add", address, "dev", "eth0"])
+            .unwrap();
+    }
+    lab.create(vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "segment-b", "namespace": "metallb-system"},
+            "spec": {"addresses": ["198.51.100.0/24"]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "segment-b", "namespace": "metallb-system"},
+            "spec": {"ipAddressPools": ["segment-b"]}}),
+    ]);
+    lab.add_service("segment-b-app", &[&ip]);
+    // The speakers publish their interfaces with each heartbeat renewal (every 5 s).
+    let expected = owner_among(&["node-1", "node-2"], &ip);
+    lab.wait_for_answer(&ip, Some(expected), "a node in the subnet answers");
+    for _ in 0..3 {
+        assert_eq!(lab.arp_answers(&ip), [lab.mac_of(expected)]);
+    }
+    poll("the status names the node in the subnet", 30, || {
+        (status_of(&lab, "segment-b-app") == [(expected.to_string(), vec!["eth0".to_string()])])
+            .then_some(())
+    });
+}
