@@ -75,10 +75,24 @@ async fn main() -> anyhow::Result<()> {
 
     let client = kube::Client::try_default().await?;
     // The others reach this speaker at its Node's InternalIP.
-    let node = Api::<Node>::all(client.clone())
-        .get(&args.node_name)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading Node {}: {e}", args.node_name))?;
+    // The API server may be out of reach for a while (a cut link, a restart of its own): the
+    // speaker waits for it rather than exiting into a crash loop.
+    let node = {
+        let mut wait = std::time::Duration::from_millis(200);
+        loop {
+            match Api::<Node>::all(client.clone()).get(&args.node_name).await {
+                Ok(node) => break node,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    anyhow::bail!("Node {} does not exist", args.node_name)
+                }
+                Err(e) => {
+                    tracing::warn!(node = %args.node_name, error = %e, retry_in = ?wait, "cannot read this node's Node object yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+    };
     let internal_ip: Option<IpAddr> = node
         .status
         .and_then(|s| s.addresses)

@@ -97,6 +97,9 @@ fn owners_to_keep(
     })
 }
 
+/// How often a peer that gossip does not count alive is introduced again.
+const REINTRODUCE_EVERY: Duration = Duration::from_secs(2);
+
 /// How often the standing is re-evaluated when nothing else happens: heartbeats expire on
 /// their own.
 const STANDING_TICK: Duration = Duration::from_secs(1);
@@ -218,7 +221,7 @@ fn handled(service: &Service, lb_class: Option<&str>) -> bool {
 
 /// EndpointSlices by the Service they belong to, so that each Service finds its own without
 /// scanning every slice.
-fn slices_by_service(
+pub fn slices_by_service(
     slices: Vec<Arc<EndpointSlice>>,
 ) -> HashMap<ServiceKey, Vec<Arc<EndpointSlice>>> {
     let mut by_service: HashMap<ServiceKey, Vec<Arc<EndpointSlice>>> = HashMap::new();
@@ -237,7 +240,7 @@ fn slices_by_service(
 }
 
 /// A Service as the announce policy reads it; `slices` are its own EndpointSlices.
-fn service_info(service: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceInfo {
+pub fn service_info(service: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceInfo {
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     let ips = service
@@ -286,7 +289,7 @@ fn service_info(service: &Service, slices: &[Arc<EndpointSlice>]) -> ServiceInfo
     }
 }
 
-fn node_info(node: &Node) -> NodeInfo {
+pub fn node_info(node: &Node) -> NodeInfo {
     let network_unavailable = node
         .status
         .as_ref()
@@ -303,7 +306,7 @@ fn node_info(node: &Node) -> NodeInfo {
     }
 }
 
-fn pool_info(pool: &IPAddressPool) -> Option<PoolInfo> {
+pub fn pool_info(pool: &IPAddressPool) -> Option<PoolInfo> {
     let ranges: Result<Vec<_>, _> = pool
         .spec
         .addresses
@@ -578,7 +581,7 @@ pub async fn run(
         },
     );
     let mut alive = membership.alive();
-    let mut joined: BTreeSet<SocketAddr> = BTreeSet::new();
+    let mut introduced: BTreeMap<SocketAddr, tokio::time::Instant> = BTreeMap::new();
     let mut heartbeats = Heartbeats::default();
     let mut last_standing = Standing::Announce;
     let mut rejoin_read: Vec<Arc<ferrolb_crds::ServiceL2Status>> = Vec::new();
@@ -631,21 +634,27 @@ pub async fn run(
             .filter(|s| handled(s, config.lb_class.as_deref()))
             .collect();
 
-        // Peers are introduced from the Node objects; gossip does the rest.
+        let api_reachable = *api_ok.borrow_and_update();
+        let live = alive.borrow_and_update().clone();
+        // Peers are introduced from the Node objects; gossip does the rest. A peer gossip does
+        // not count alive is introduced again now and then: once every member has declared
+        // every other down and forgotten it (a long cut), nothing else would bring them back.
         for node in &node_objects {
-            if node.name_any() == config.node_name {
+            let name = node.name_any();
+            if name == config.node_name || live.contains(&name) {
                 continue;
             }
             if let Some(ip) = internal_ip(node) {
                 let peer = SocketAddr::new(ip, config.gossip_port);
-                if joined.insert(peer) {
+                let due = introduced
+                    .get(&peer)
+                    .is_none_or(|at: &tokio::time::Instant| at.elapsed() >= REINTRODUCE_EVERY);
+                if due {
+                    introduced.insert(peer, tokio::time::Instant::now());
                     membership.join(peer);
                 }
             }
         }
-
-        let api_reachable = *api_ok.borrow_and_update();
-        let live = alive.borrow_and_update().clone();
         if !settled {
             let expected = node_objects
                 .iter()
