@@ -154,8 +154,57 @@ impl AddressRange {
 
 impl fmt::Display for AddressRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.start(), self.end())
+        write!(
+            f,
+            "{}-{}",
+            address_text(self.start()),
+            address_text(self.end())
+        )
     }
+}
+
+/// An address as a pool entry writes it: IPv6 always in hexadecimal (RFC 5952), never in the
+/// dotted `::ffff:a.b.c.d` form Rust's `Display` uses for IPv4-mapped addresses, which reads as
+/// an IPv4 address to people and to MetalLB's parser. (Such an address can end a range only
+/// through a CIDR: the parser refuses IPv4-mapped addresses written out, as Go's does.)
+pub fn address_text(ip: IpAddr) -> String {
+    let IpAddr::V6(v6) = ip else {
+        return ip.to_string();
+    };
+    if v6.to_ipv4_mapped().is_none() {
+        return v6.to_string();
+    }
+    let segments = v6.segments();
+    // The longest run of two or more zero segments, the first of equals, becomes "::".
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, segment) in segments.iter().enumerate() {
+        if *segment == 0 {
+            run = if run.1 == 0 {
+                (i, 1)
+            } else {
+                (run.0, run.1 + 1)
+            };
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let hex = |part: &[u16]| {
+        part.iter()
+            .map(|s| format!("{s:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best.1 < 2 {
+        return hex(&segments);
+    }
+    format!(
+        "{}::{}",
+        hex(&segments[..best.0]),
+        hex(&segments[best.0 + best.1..])
+    )
 }
 
 impl FromStr for AddressRange {
@@ -331,6 +380,20 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Found by `fuzz/` (pool_address): a CIDR reaching into the IPv4-mapped block was shown
+    /// as `::-::ffff:255.255.255.255`, which reads as an IPv4 address.
+    #[test]
+    fn ranges_show_ipv4_mapped_ends_in_hexadecimal() {
+        let r = parse_pool_address("::f28f/80").unwrap();
+        assert_eq!(r.to_string(), "::-::ffff:ffff:ffff");
+        assert_eq!(address_text(ip("::ffff:192.0.2.1")), "::ffff:c000:201");
+        assert_eq!(address_text(ip("2001:db8::1")), "2001:db8::1");
+        assert_eq!(address_text(ip("192.0.2.1")), "192.0.2.1");
+        // Written out, an IPv4-mapped address is refused (as by Go's parser): such a range
+        // only comes from a CIDR.
+        assert!(parse_pool_address(&r.to_string()).is_err());
     }
 
     #[test]
