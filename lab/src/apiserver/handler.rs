@@ -436,7 +436,12 @@ fn refuse_binary_encodings(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// A create or update body: JSON, YAML, or Kubernetes protobuf (what `kubectl create` sends).
 fn object_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
-    let content_type = header_str(headers, header::CONTENT_TYPE);
+    decode_object_body(header_str(headers, header::CONTENT_TYPE), body)
+}
+
+/// A create or update body of the given content type, as the emulator reads it; any bytes a
+/// client sends end in an object or an `ApiError`, never a panic (fuzzed: `fuzz/`).
+pub fn decode_object_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     if !content_type.starts_with(protobuf::CONTENT_TYPE) {
         return parse_body(body);
     }
@@ -469,7 +474,7 @@ fn object_response(status: StatusCode, object: &Value, accept: &str) -> Response
     json_response(status, object)
 }
 
-fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body)
         .or_else(|_| serde_yaml::from_slice(body))
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
