@@ -386,3 +386,32 @@ fn a_status_object_removed_behind_the_owners_back_is_written_again() {
         (status_nodes(&lab.runtime, &lab.admin) == answering).then_some(())
     });
 }
+
+/// Every speaker cut off from every other (a switch dropping the gossip port, say) until each
+/// hears only itself: once the cut heals they find each other again, and one node answers
+/// each address. (Found by the fault run: gossip gives up on a cluster it has lost entirely,
+/// so the speakers introduce unheard peers again.)
+#[test]
+fn speakers_that_lost_every_peer_find_each_other_again() {
+    let (_one, lab, _, _) = lab_with_elected_owners();
+    for node in NODES {
+        cut(lab.segment.host(node).unwrap(), &gossip_rules(true, true));
+    }
+    poll("every speaker hears only itself", 30, || {
+        NODES
+            .iter()
+            .all(|n| speaker_metric(&lab, n, "ferrolb_speaker_peers_alive") == 1.0)
+            .then_some(())
+    });
+    for node in NODES {
+        heal(lab.segment.host(node).unwrap());
+    }
+    poll("every speaker hears the other two again", 30, || {
+        NODES
+            .iter()
+            .all(|n| speaker_metric(&lab, n, "ferrolb_speaker_peers_alive") == 3.0)
+            .then_some(())
+    });
+    settled_single_answerers(&lab, "after the cut heals, one answerer each");
+    duplicates_were_counted(&lab);
+}

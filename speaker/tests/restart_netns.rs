@@ -392,3 +392,33 @@ fn a_cordoned_nodes_speaker_hands_over_at_once_on_sigterm() {
         (lab.arp_answers(ip) == [lab.mac_of(successor)]).then_some(())
     });
 }
+
+/// A speaker started while its node cannot reach the API server waits for it instead of
+/// exiting (found by the fault run: it crash-looped).
+#[test]
+fn a_speaker_started_without_the_api_server_waits_for_it() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::start();
+    let node = "node-3";
+    lab.kill(node);
+    let netns = lab.segment.host(node).unwrap();
+    netns.ip(&["link", "set", "eth0", "down"]).unwrap();
+    lab.start_speaker(node);
+    poll("the speaker says it waits for its Node", 30, || {
+        lab.speaker_log(node)
+            .iter()
+            .any(|l| l.contains("cannot read this node's Node object yet"))
+            .then_some(())
+    });
+    let netns = lab.segment.host(node).unwrap();
+    netns.ip(&["link", "set", "eth0", "up"]).unwrap();
+    poll("the speaker joins the others", 30, || {
+        (speaker_metric(&lab, node, "ferrolb_speaker_peers_alive") == 3.0).then_some(())
+    });
+    let index = NODES.iter().position(|n| *n == node).unwrap();
+    let speaker = lab.speakers[index].as_mut().unwrap();
+    assert!(
+        speaker.child.try_wait().unwrap().is_none(),
+        "it is still running"
+    );
+}
