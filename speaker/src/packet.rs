@@ -250,6 +250,11 @@ fn read_ndp(frame_source: MacAddr, body: &[u8]) -> Result<Heard, Dropped> {
     };
     let source_ip = ip.get_source();
     let destination = ip.get_destination();
+    // No packet comes from a multicast address (RFC 4291 §2.7); an answer to one would go
+    // to a group. Found by fuzz/arp_ndp_frames.
+    if source_ip.is_multicast() {
+        return Err(invalid);
+    }
     if ip.get_hop_limit() != 255 || icmp.get_icmpv6_code().0 != 0 || icmp_bytes.len() < NDP_BODY {
         return Err(invalid);
     }

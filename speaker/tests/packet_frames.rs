@@ -115,6 +115,10 @@ fn neighbor_advertisements_tell_who_claims_which_address() {
         solicitation.claim,
         claim(CLIENT, asker, ClaimKind::SolicitationSource)
     );
+    // Found by fuzz/arp_ndp_frames: a solicitation from a multicast source is dropped (its
+    // answer would go to a group).
+    let from_group = neighbor_solicitation(CLIENT, "ff00::2".parse().unwrap(), owned);
+    assert_eq!(read(&from_group), Err(Dropped::InvalidSolicitation));
     let detection = read(&neighbor_solicitation(CLIENT, Ipv6Addr::UNSPECIFIED, owned)).unwrap();
     assert_eq!(
         detection.claim, None,
@@ -273,7 +277,7 @@ proptest! {
     #[test]
     fn any_solicitation_round_trips(asker in any::<u128>(), target in any::<u128>()) {
         let (asker, target) = (Ipv6Addr::from(asker), Ipv6Addr::from(target));
-        prop_assume!(!target.is_multicast() && !asker.is_unspecified());
+        prop_assume!(!target.is_multicast() && !asker.is_unspecified() && !asker.is_multicast());
         prop_assert_eq!(parse(&neighbor_solicitation(CLIENT, asker, target)), Ok(Question::Neighbor { reply_mac: CLIENT, source_ip: asker, target }));
     }
 }
