@@ -105,6 +105,8 @@ pub struct StatusWriter {
     namespace: String,
     node: String,
     recorder: Recorder,
+    /// Per Service, the announce generation its last nodeAssigned Event told.
+    events: BTreeMap<ServiceKey, u64>,
 }
 
 /// The Service an object reports on, from its labels.
@@ -152,6 +154,7 @@ impl StatusWriter {
         };
         StatusWriter {
             recorder: Recorder::new(client.clone(), reporter),
+            events: BTreeMap::new(),
             client,
             namespace: namespace.to_string(),
             node: node.to_string(),
@@ -168,6 +171,7 @@ impl StatusWriter {
         services: &BTreeMap<ServiceKey, Service>,
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
+        generations: &BTreeMap<ServiceKey, u64>,
     ) -> bool {
         let api: Api<ServiceL2Status> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut all_ok = true;
@@ -194,7 +198,15 @@ impl StatusWriter {
             let interfaces = &announcement.interfaces;
             let existing = mine.get(key);
             let recorded = existing.is_some_and(|o| records_addresses(o, &announcement.addresses));
-            if recorded && existing.is_some_and(|o| reports(o, &self.node, key, interfaces)) {
+            // This node started answering the Service again since its last nodeAssigned
+            // Event (another node may have announced it in between): the Event is due even
+            // when the object never changed.
+            let generation = generations.get(key).copied();
+            let event_due = generation.is_some() && self.events.get(key) != generation.as_ref();
+            if recorded
+                && !event_due
+                && existing.is_some_and(|o| reports(o, &self.node, key, interfaces))
+            {
                 continue;
             }
             let name = object_name(key, &self.node);
@@ -249,12 +261,16 @@ impl StatusWriter {
                 all_ok = false;
                 continue;
             }
-            if (created || gained)
+            if (created || gained || event_due)
                 && let Some(service) = services.get(key)
             {
                 self.announce(service).await;
             }
+            if let Some(generation) = generation {
+                self.events.insert(key.clone(), generation);
+            }
         }
+        self.events.retain(|key, _| announced.contains_key(key));
         all_ok
     }
 

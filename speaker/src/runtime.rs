@@ -398,6 +398,9 @@ struct StatusWork {
     services: BTreeMap<ServiceKey, Service>,
     alive: BTreeSet<String>,
     current: Vec<Arc<ferrolb_crds::ServiceL2Status>>,
+    /// Per announced Service, a number that grows each time this node starts answering
+    /// addresses of it it did not answer the pass before (see `l2_status`).
+    generations: BTreeMap<ServiceKey, u64>,
 }
 
 /// A write that does not finish within this is abandoned and retried: a request on a
@@ -417,7 +420,13 @@ fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusW
             let Some(work) = wish.borrow_and_update().clone() else {
                 continue;
             };
-            let sync = writer.sync(&work.announced, &work.services, &work.alive, &work.current);
+            let sync = writer.sync(
+                &work.announced,
+                &work.services,
+                &work.alive,
+                &work.current,
+                &work.generations,
+            );
             let done = tokio::time::timeout(STATUS_WRITE_TIMEOUT, sync).await;
             retry = !matches!(done, Ok(true));
             if retry {
@@ -588,6 +597,9 @@ pub async fn run(
     let mut rejoined_at: Option<tokio::time::Instant> = None;
     let mut rejoining: Option<tokio::time::Instant> = None;
     let mut last = Decision::default();
+    let mut announced_before: Option<BTreeMap<ServiceKey, BTreeSet<IpAddr>>> = None;
+    let mut generations: BTreeMap<ServiceKey, u64> = BTreeMap::new();
+    let mut next_generation: u64 = 0;
     let started = tokio::time::Instant::now();
     let mut settled = false;
     loop {
@@ -823,6 +835,26 @@ pub async fn run(
         // API server holds, so a lost write or another node's clean-up is repaired.
         {
             let announced = announced_services(&snapshot, &last);
+            // Transitions after the first pass (the first one's Events come from the objects
+            // this node has or lacks): a Service whose addresses this node starts answering.
+            if let Some(before) = &announced_before {
+                for (key, announcement) in &announced {
+                    let gained = before
+                        .get(key)
+                        .is_none_or(|b: &BTreeSet<IpAddr>| !announcement.addresses.is_subset(b));
+                    if gained {
+                        next_generation += 1;
+                        generations.insert(key.clone(), next_generation);
+                    }
+                }
+            }
+            generations.retain(|key, _| announced.contains_key(key));
+            announced_before = Some(
+                announced
+                    .iter()
+                    .map(|(key, a)| (key.clone(), a.addresses.clone()))
+                    .collect(),
+            );
             let services: BTreeMap<ServiceKey, Service> = service_objects
                 .iter()
                 .filter(|s| {
@@ -841,6 +873,7 @@ pub async fn run(
                 // A restarting node's objects stay: they say who holds its addresses.
                 alive: live.union(&held).cloned().collect(),
                 current: status_objects,
+                generations: generations.clone(),
             }));
         }
     }
