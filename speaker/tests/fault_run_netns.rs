@@ -1011,6 +1011,12 @@ fn a_seeded_random_run_of_changes_and_faults_keeps_every_invariant() {
         .service_account_kubeconfig("metallb-system", "ferrolb-controller")
         .write(&lab.dir.path().join("controller"))
         .unwrap();
+    // The second pool, when the run adds it, is announced too.
+    lab.create(vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "extra", "namespace": "metallb-system"},
+        "spec": {"ipAddressPools": ["extra"]}}),
+    ]);
     let kubeconfig = lab.dir.path().join("controller");
     let controllers = (0..2)
         .map(|i| Some(Controller::start(&kubeconfig, &format!("controller-{i}"))))
@@ -1048,11 +1054,27 @@ fn a_seeded_random_run_of_changes_and_faults_keeps_every_invariant() {
         let pause = run.rng.random_range(50..400);
         std::thread::sleep(Duration::from_millis(pause));
     }
-    // Settle: every fault ends, every component runs again.
+    // Settle: every fault ends, every component runs again, and the nodes and the IPv6
+    // advertisement are open to all again (so that most addresses are announced and checked;
+    // the Services stay as the run left them).
     run.run_due(true);
     run.emulator().faults().resume();
     run.emulator().faults().fail_next(0, 500);
     run.paused = false;
+    let nodes: Api<Node> = Api::all(run.lab.admin.clone());
+    let unlabel =
+        json!({"metadata": {"labels": {ferrolb_speaker::announce_policy::EXCLUDE_LABEL: null}}});
+    for node in NODES {
+        retry("unlabel node", || {
+            run.lab
+                .block_on(nodes.patch(node, &PatchParams::default(), &Patch::Merge(&unlabel)))
+        });
+    }
+    run.apply(
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "v6", "namespace": "metallb-system"},
+        "spec": {"ipAddressPools": ["v6-pool"], "nodeSelectors": []}}),
+    );
     let kubeconfig = run.controller_kubeconfig();
     for (i, controller) in run.controllers.iter_mut().enumerate() {
         if controller.is_none() {
