@@ -172,6 +172,7 @@ impl StatusWriter {
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
         generations: &BTreeMap<ServiceKey, u64>,
+        still_announced: &(dyn Fn(&ServiceKey) -> bool + Send + Sync),
     ) -> bool {
         let api: Api<ServiceL2Status> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut all_ok = true;
@@ -262,6 +263,7 @@ impl StatusWriter {
                 continue;
             }
             if (created || gained || event_due)
+                && still_announced(key)
                 && let Some(service) = services.get(key)
             {
                 self.announce(service).await;

@@ -411,7 +411,17 @@ const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// server's latency never delays answering ARP; only the latest wish is kept.
 fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusWork>> {
     let (wishes, mut wish) = watch::channel::<Option<StatusWork>>(None);
+    let latest = wishes.subscribe();
     tokio::spawn(async move {
+        // Whether the newest wish, possibly newer than the one being written, still has this
+        // node answer a Service: an Event for an announcement that has already ended would
+        // be newer than the Event of the node that answers now.
+        let still_announced = move |key: &ServiceKey| {
+            latest
+                .borrow()
+                .as_ref()
+                .is_some_and(|work| work.announced.contains_key(key))
+        };
         let mut retry = false;
         loop {
             if !retry && wish.changed().await.is_err() {
@@ -426,6 +436,7 @@ fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusW
                 &work.alive,
                 &work.current,
                 &work.generations,
+                &still_announced,
             );
             let done = tokio::time::timeout(STATUS_WRITE_TIMEOUT, sync).await;
             retry = !matches!(done, Ok(true));
