@@ -100,6 +100,18 @@ pub fn object_name(service: &ServiceKey, node: &str) -> String {
     format!("l2-{hash:016x}")
 }
 
+/// The reference an Event about `service` names it by.
+pub fn service_reference(service: &Service) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        name: service.metadata.name.clone(),
+        namespace: service.metadata.namespace.clone(),
+        uid: service.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
 pub struct StatusWriter {
     client: Client,
     namespace: String,
@@ -321,14 +333,7 @@ impl StatusWriter {
     }
 
     async fn announce(&self, service: &Service) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: service.metadata.name.clone(),
-            namespace: service.metadata.namespace.clone(),
-            uid: service.metadata.uid.clone(),
-            ..Default::default()
-        };
+        let reference = service_reference(service);
         let event = Event {
             type_: EventType::Normal,
             reason: "nodeAssigned".into(),

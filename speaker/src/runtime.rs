@@ -14,7 +14,7 @@ use ferrolb_crds::pool_address::parse_pool_address;
 use ferrolb_crds::{IPAddressPool, L2Advertisement};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -27,7 +27,7 @@ use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
 use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
-use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners};
+use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners, service_reference};
 use crate::node_interfaces::{Interfaces, able_to_announce};
 use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
@@ -493,14 +493,7 @@ fn report_conflict(
                     .any(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()) == Some(conflict.ip))
             })
     }) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Service".into()),
-            name: service.metadata.name.clone(),
-            namespace: service.metadata.namespace.clone(),
-            uid: service.metadata.uid.clone(),
-            ..Default::default()
-        };
+        let reference = service_reference(service);
         let event = Event {
             type_: EventType::Warning,
             reason: "AddressConflict".into(),
