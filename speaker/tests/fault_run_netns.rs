@@ -611,22 +611,11 @@ impl Run {
             1 => rule("input"),
             _ => rule("output"),
         };
-        let ruleset = format!("table inet ferrolb_fault {{\n{rules}}}\n");
-        let netns = self.lab.segment.host(node).unwrap();
-        let mut child = netns
-            .command("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(ruleset.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        nft_apply(
+            self.lab.segment.host(node).unwrap(),
+            "ferrolb_fault",
+            &rules,
+        );
         self.after(1000..6000, Later::GossipHeal(node));
         self.count("gossip cuts");
     }
@@ -771,18 +760,7 @@ fn resource_version(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Objec
 }
 
 fn addresses_of(service: &Service) -> Vec<IpAddr> {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .map(|ingress| {
-            ingress
-                .iter()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    service_info(service, &[]).ips
 }
 
 /// The MACs that answer for `ip` from the client, over two requests.

@@ -23,21 +23,7 @@ static ONE_LAB: Mutex<()> = Mutex::new(());
 
 /// Applies an nftables ruleset inside `netns` (a table of the lab's own).
 fn cut(netns: &Netns, rules: &str) {
-    let ruleset = format!("table inet ferrolb_cut {{\n{rules}\n}}\n");
-    let mut child = netns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ruleset.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f:\n{ruleset}");
+    nft_apply(netns, "ferrolb_cut", rules);
 }
 
 fn heal(netns: &Netns) {

@@ -136,6 +136,25 @@ impl Drop for Speaker {
     }
 }
 
+/// Applies an nftables table of `rules` inside `netns` (a table of the test's own).
+pub fn nft_apply(netns: &Netns, table: &str, rules: &str) {
+    use std::io::Write;
+    let ruleset = format!("table inet {table} {{\n{rules}\n}}\n");
+    let mut child = netns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ruleset.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f:\n{ruleset}");
+}
+
 /// arping from the client, one request: the MACs that answered.
 pub fn arping(client: &Netns, ip: &str) -> Vec<String> {
     arping_n(client, ip, 1)
