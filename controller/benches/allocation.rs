@@ -3,6 +3,10 @@
 //!
 //!   cargo bench -p ferrolb-controller --bench allocation [-- SERVICES]
 //!
+//! FERROLB_BENCH_POOL sets the pool's addresses (comma-separated, default `2001:db8:1::/112`);
+//! the Services ask for the family of its first entry. Huge pools measure that the
+//! controller's memory does not grow with the pool: `2001:db8::/32`, `198.18.0.0/15`.
+//!
 //! 1. SERVICES (default 10,000) LoadBalancer Services exist; the controller starts; time until
 //!    every one has an address in its status.
 //! 2. With the controller running, single Services are created one at a time; time from the
@@ -25,11 +29,11 @@ use kube::api::{Api, PostParams};
 use kube::runtime::watcher::Event;
 use serde_json::json;
 
-fn service(name: &str) -> Service {
+fn service(name: &str, family: &str) -> Service {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default"},
         // 10,000 node ports do not exist (30000-32767), in a real cluster either.
-        "spec": {"type": "LoadBalancer", "ipFamilies": ["IPv6"], "selector": {"app": name},
+        "spec": {"type": "LoadBalancer", "ipFamilies": [family], "selector": {"app": name},
                  "allocateLoadBalancerNodePorts": false,
                  "ports": [{"port": 80, "protocol": "TCP"}]}
     }))
@@ -60,6 +64,16 @@ async fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
+    let pool: Vec<String> = std::env::var("FERROLB_BENCH_POOL")
+        .unwrap_or_else(|_| "2001:db8:1::/112".into())
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .collect();
+    let family = if pool[0].contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
     // The same emulated cluster as the end-to-end tests: HTTPS, RBAC, config/ installed.
     let cluster = common::Cluster::new().await;
     let admin = cluster.admin.clone();
@@ -68,7 +82,7 @@ async fn main() {
         vec![
             json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
         "metadata": {"name": "bench", "namespace": "metallb-system"},
-        "spec": {"addresses": ["2001:db8:1::/112"]}}),
+        "spec": {"addresses": pool}}),
         ],
     )
     .await
@@ -80,7 +94,10 @@ async fn main() {
             let services = services.clone();
             async move {
                 services
-                    .create(&PostParams::default(), &service(&format!("svc-{i:05}")))
+                    .create(
+                        &PostParams::default(),
+                        &service(&format!("svc-{i:05}"), family),
+                    )
                     .await
                     .unwrap()
             }
@@ -140,7 +157,7 @@ async fn main() {
     for i in 0..20 {
         let name = format!("single-{i}");
         services
-            .create(&PostParams::default(), &service(&name))
+            .create(&PostParams::default(), &service(&name, family))
             .await
             .unwrap();
         let created = Instant::now();
@@ -156,7 +173,7 @@ async fn main() {
     let rss = peak_rss_kib(pid);
     let _ = controller.kill();
     let _ = controller.wait();
-    println!("services: {count}");
+    println!("services: {count}, pool: {}", pool.join(","));
     println!(
         "all addressed after controller start: {:.2} s",
         bulk.as_secs_f64()

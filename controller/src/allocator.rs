@@ -621,6 +621,14 @@ impl Allocator {
         })
     }
 
+    /// How many intervals hold a pool's free addresses, both families: the allocator's memory
+    /// per pool grows with this (with the Services, never with the pool's size).
+    pub fn free_interval_count(&self, pool: &str) -> usize {
+        self.pools.get(pool).map_or(0, |s| {
+            s.free_v4.interval_count() + s.free_v6.interval_count()
+        })
+    }
+
     /// The counts a pool reports: addresses held by Services that got them from it, and
     /// addresses still free to hand out.
     pub fn stats(&self, pool: &str) -> PoolStats {

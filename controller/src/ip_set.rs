@@ -106,6 +106,11 @@ impl IpSet {
     pub fn is_empty(&self) -> bool {
         self.intervals.is_empty()
     }
+
+    /// How many intervals hold the set: what its memory grows with, not its length.
+    pub fn interval_count(&self) -> usize {
+        self.intervals.len()
+    }
 }
 
 #[cfg(test)]

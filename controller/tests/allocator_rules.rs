@@ -182,6 +182,66 @@ fn pools_without_auto_assign_only_serve_explicit_requests() {
     assert_eq!(ips(&asked), ["203.0.113.66"]);
 }
 
+/// A pool is held as free intervals, so an IPv6 /32 (2^96 addresses) or the largest IPv4
+/// range the benchmark block gives costs what a /30 does: memory follows the Services, not the
+/// pool. Holes left by deleted Services are the only thing that splits the free set.
+#[test]
+fn huge_pools_cost_what_their_holes_cost() {
+    let mut allocator = Allocator::new();
+    allocator.set_pools(vec![
+        pool("v6-32", json!({"addresses": ["2001:db8::/32"]})),
+        pool(
+            "v4-15",
+            json!({"addresses": ["198.18.0.0/15"], "avoidBuggyIPs": true}),
+        ),
+    ]);
+    assert_eq!(allocator.free_interval_count("v6-32"), 1);
+    let v6 = |i: usize| {
+        request(
+            "default",
+            &format!("v6-{i}"),
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": "v6-32"}},
+                   "spec": {"ipFamilies": ["IPv6"]}}),
+        )
+    };
+    let v4 = |i: usize| {
+        request(
+            "default",
+            &format!("v4-{i}"),
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": "v4-15"}}}),
+        )
+    };
+    for i in 0..2_000 {
+        allocator.allocate(&v6(i)).unwrap();
+        allocator.allocate(&v4(i)).unwrap();
+    }
+    assert_eq!(allocator.free_interval_count("v6-32"), 1);
+    // The skipped .0 and .255 stay free: the first .0, one .255-.0 pair per /24 boundary the
+    // 2,000 allocations crossed (7), and the rest of the pool.
+    assert_eq!(allocator.free_interval_count("v4-15"), 1 + 2_000 / 254 + 1);
+    let stats = allocator.stats("v6-32");
+    assert_eq!(
+        (stats.assigned_ipv6, stats.available_ipv6),
+        (2_000, i64::MAX)
+    );
+    let stats = allocator.stats("v4-15");
+    // 131,072 addresses in 512 /24s, each with a .0 and a .255 never handed out.
+    assert_eq!(
+        (stats.assigned_ipv4, stats.available_ipv4),
+        (2_000, 128_048)
+    );
+
+    // Every other Service goes: each hole is one more interval, and no more.
+    for i in (0..2_000).step_by(2) {
+        allocator.release(&v6(i).key).unwrap();
+    }
+    assert_eq!(allocator.free_interval_count("v6-32"), 1_001);
+    for i in (0..2_000).step_by(2) {
+        allocator.allocate(&v6(i)).unwrap();
+    }
+    assert_eq!(allocator.free_interval_count("v6-32"), 1);
+}
+
 #[test]
 fn avoid_buggy_ips_skips_dot_0_and_dot_255() {
     let mut allocator = Allocator::new();
