@@ -102,7 +102,8 @@ fn foca_config(timing: Timing, expected_members: u32) -> Config {
 
 enum Input {
     Data(Bytes),
-    Timer(Timer<Peer>),
+    /// A timer of the membership instance numbered `epoch`.
+    Timer(u64, Timer<Peer>),
     Join(SocketAddr),
     Leave,
 }
@@ -138,7 +139,9 @@ impl Membership {
         let config = foca_config(timing, expected_members);
         let max_packet = config.max_packet_size.get();
         let rng: StdRng = rand::make_rng();
-        let mut foca = Foca::new(me.clone(), config, rng, PostcardCodec);
+        let mut foca = Foca::new(me.clone(), config.clone(), rng, PostcardCodec);
+        // Bumped each time the membership starts over; timers of an older one are dropped.
+        let mut epoch = 0u64;
         let (inputs, mut input_rx) = mpsc::unbounded_channel::<Input>();
         let (alive_tx, alive) = watch::channel(BTreeSet::from([me.node.clone()]));
 
@@ -165,7 +168,10 @@ impl Membership {
             while let Some(input) = input_rx.recv().await {
                 let result = match input {
                     Input::Data(data) => foca.handle_data(&data, &mut runtime),
-                    Input::Timer(timer) => foca.handle_timer(timer, &mut runtime),
+                    Input::Timer(of, timer) if of == epoch => {
+                        foca.handle_timer(timer, &mut runtime)
+                    }
+                    Input::Timer(..) => Ok(()),
                     Input::Join(addr) => {
                         // Only the address of a peer is known before it answers; foca accepts
                         // an announcement addressed that way.
@@ -193,9 +199,10 @@ impl Membership {
                 flush(&socket, &mut runtime).await;
                 while let Some((delay, timer)) = runtime.to_schedule() {
                     let timer_inputs = timer_inputs.clone();
+                    let of = epoch;
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
-                        let _ = timer_inputs.send(Input::Timer(timer));
+                        let _ = timer_inputs.send(Input::Timer(of, timer));
                     });
                 }
                 let mut changed = false;
@@ -213,7 +220,20 @@ impl Membership {
                             debug!(?before, ?after, "peer restarted");
                             changed = true;
                         }
-                        OwnedNotification::Idle => info!("no live peer"),
+                        OwnedNotification::Idle => {
+                            // Cut off from everyone, this node has declared every peer down,
+                            // and those verdicts wait in its gossip backlog. Passed on when the
+                            // link comes back, they would make the others drop live peers (and
+                            // their ServiceL2Status). A fresh membership, under a renewed
+                            // identity, carries none; the speaker introduces it to the peers
+                            // it does not hear (every REINTRODUCE_EVERY).
+                            info!("no live peer: starting the membership over");
+                            let renewed = foca.identity().renew().unwrap_or_else(|| me.clone());
+                            foca =
+                                Foca::new(renewed, config.clone(), rand::make_rng(), PostcardCodec);
+                            epoch += 1;
+                            changed = true;
+                        }
                         OwnedNotification::Defunct => {
                             warn!("declared down by the others; rejoining");
                             if let Err(e) = foca.reuse_down_identity() {

@@ -41,4 +41,20 @@ fn a_node_cut_off_from_everything_stops_announcing_and_comes_back() {
     );
     // Ownership does not revert: the node that took over keeps the address.
     lab.wait_for_answer(IP, Some(successor), "the successor still answers");
+    // The cut-off node declared both peers down while alone; its return must not pass those
+    // verdicts on, or the survivors drop each other (and their ServiceL2Status) for a moment.
+    for (node, other) in [(survivors[0], survivors[1]), (survivors[1], survivors[0])] {
+        let spurious: Vec<String> = lab
+            .speaker_log(node)
+            .into_iter()
+            .filter(|l| l.contains("peer down") && l.contains(&format!("node={other} ")))
+            .collect();
+        assert!(spurious.is_empty(), "{node} saw {other} down: {spurious:?}");
+    }
+    assert!(
+        lab.speaker_log(owner)
+            .iter()
+            .any(|l| l.contains("no live peer: starting the membership over")),
+        "the cut-off node started its membership over"
+    );
 }
