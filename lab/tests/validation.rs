@@ -230,3 +230,52 @@ async fn transition_rules_compare_with_the_stored_object() {
         .await
         .unwrap();
 }
+
+/// Built-in kinds: kube-apiserver decodes them into their Go types, so a field the type lacks is
+/// refused under Strict (kubectl's default) and dropped otherwise, at any depth. The emulator
+/// takes the fields from the OpenAPI documents recorded from a real kube-apiserver.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_fields_of_built_in_kinds_are_refused_or_dropped() {
+    let (server, client) = cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.kubeconfig("unused").write(&kubeconfig).unwrap();
+    let manifest = dir.path().join("svc.yaml");
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default", "annotations": {"any.example/key": "kept"}},
+        "spec": {"type": "LoadBalancer", "frobnicate": true, "selector": {"app": "web"},
+                 "ports": [{"port": 80, "protocol": "TCP", "bogus": 1}]}});
+    std::fs::write(&manifest, serde_yaml::to_string(&service).unwrap()).unwrap();
+    let path = manifest.to_str().unwrap().to_string();
+    let (strict, lenient) = tokio::task::spawn_blocking(move || {
+        (
+            kubectl(&kubeconfig, &["apply", "-f", &path]),
+            kubectl(&kubeconfig, &["apply", "--validate=false", "-f", &path]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!strict.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&strict.stderr).trim(),
+        "Error from server (BadRequest): error when creating \"".to_string()
+            + manifest.to_str().unwrap()
+            + "\": Service in version \"v1\" cannot be handled as a Service: strict decoding error: \
+               unknown field \"spec.frobnicate\", unknown field \"spec.ports[0].bogus\""
+    );
+    assert!(
+        lenient.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lenient.stderr)
+    );
+    // Read untyped: a typed read would drop unknown fields on the client side.
+    let services: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        "default",
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+    );
+    let raw = serde_json::to_value(services.get("web").await.unwrap()).unwrap();
+    assert!(raw["spec"].get("frobnicate").is_none());
+    assert!(raw["spec"]["ports"][0].get("bogus").is_none());
+    assert_eq!(raw["metadata"]["annotations"]["any.example/key"], "kept");
+}

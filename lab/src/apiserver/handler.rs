@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::ApiServer;
+use super::builtin_fields;
 use super::conversion;
 use super::custom_resources;
 use super::discovery;
@@ -938,6 +939,8 @@ fn prepare_for_create(
     }
     if resource.custom.is_some() {
         custom_resources::admit(resource, object, None, strict_fields)?;
+    } else {
+        builtin_fields::admit(resource, object, strict_fields)?;
     }
     custom_resources::validate_definition(resource, object)?;
     if is_core(resource, "services") {
@@ -1237,6 +1240,8 @@ fn prepare_for_update(
         .to_string();
     if resource.custom.is_some() {
         custom_resources::admit(resource, next, Some(current), request.strict_fields)?;
+    } else {
+        builtin_fields::admit(resource, next, request.strict_fields)?;
     }
     if subresource.is_none() {
         custom_resources::validate_definition(resource, next)?;

@@ -5,6 +5,7 @@
 //! (the golden-exchange tests replay recordings of the real one).
 
 pub mod auth;
+pub mod builtin_fields;
 pub mod conversion;
 pub mod custom_resources;
 pub mod discovery;
