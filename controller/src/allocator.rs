@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ferrolb_crds::IpFamily;
-use ferrolb_crds::label_selector::SelectorError;
 use ferrolb_crds::pool_address::{ip_to_u128, u128_to_ip};
 
 use crate::ip_set::IpSet;
@@ -76,8 +75,6 @@ pub enum AllocationError {
         ip: IpAddr,
         conflict: SharingConflict,
     },
-    #[error("a selector of pool {pool:?} is invalid: {error}")]
-    Selector { pool: String, error: SelectorError },
     #[error("{ip} is in use by {holder}, a Service this controller does not handle")]
     HeldByForeignService { ip: IpAddr, holder: ServiceKey },
 }
@@ -93,7 +90,6 @@ impl AllocationError {
             AllocationError::NotInAnyPool(_) => "NotInAnyPool",
             AllocationError::Avoided { .. } => "AvoidedAddress",
             AllocationError::Sharing { .. } => "SharingConflict",
-            AllocationError::Selector { .. } => "InvalidSelector",
             AllocationError::HeldByForeignService { .. } => "AddressInUse",
         }
     }
@@ -521,15 +517,7 @@ impl Allocator {
         }
         let mut reserved = Vec::new();
         for state in self.pools.values().filter(|s| s.pool.auto_assign) {
-            let selected =
-                state
-                    .pool
-                    .reserved_for(request)
-                    .map_err(|error| AllocationError::Selector {
-                        pool: state.pool.name.clone(),
-                        error,
-                    })?;
-            if selected {
+            if state.pool.reserved_for(request) {
                 let priority = state.pool.allocation.as_ref().and_then(|a| a.priority);
                 reserved.push((
                     priority.is_none(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrolb_crds::label_selector::{SelectorError, matches_any};
+use ferrolb_crds::label_selector::{matches_any, validate};
 use ferrolb_crds::pool_address::{AddressError, parse_pool_address};
 use ferrolb_crds::{AddressRange, IPAddressPool, IpFamily};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -32,6 +32,10 @@ pub struct Pool {
     pub labels: BTreeMap<String, String>,
     /// Entries that do not parse, each left out on its own: the others stay in use.
     pub rejected: Vec<RejectedEntry>,
+    /// `serviceAllocation` selectors that cannot be evaluated, as `field: error`. While there
+    /// is one the pool selects no Service (it still serves those that name it or its
+    /// addresses), so that it cannot take Services from other pools or refuse them.
+    pub invalid_selectors: Vec<String>,
 }
 
 /// An `addresses` entry the controller cannot use. The CRD's rules refuse such entries at
@@ -71,6 +75,20 @@ impl Pool {
                 namespace_selectors: a.namespace_selectors.clone().unwrap_or_default(),
                 service_selectors: a.service_selectors.clone().unwrap_or_default(),
             });
+        let mut invalid_selectors = Vec::new();
+        if let Some(rule) = &allocation {
+            for (field, selectors) in [
+                ("namespaceSelectors", &rule.namespace_selectors),
+                ("serviceSelectors", &rule.service_selectors),
+            ] {
+                for (index, selector) in selectors.iter().enumerate() {
+                    if let Err(e) = validate(selector) {
+                        invalid_selectors
+                            .push(format!("spec.serviceAllocation.{field}[{index}]: {e}"));
+                    }
+                }
+            }
+        }
         Pool {
             name: resource.metadata.name.clone().unwrap_or_default(),
             ranges,
@@ -79,6 +97,7 @@ impl Pool {
             allocation,
             labels: resource.metadata.labels.clone().unwrap_or_default(),
             rejected,
+            invalid_selectors,
         }
     }
 
@@ -93,25 +112,22 @@ impl Pool {
     /// Whether the pool's `serviceAllocation` selects the Service: every criterion it sets
     /// must hold (one of its namespaces, one of its namespace selectors, one of its Service
     /// selectors). A pool without `serviceAllocation` selects nobody here; it serves through
-    /// autoAssign instead.
-    pub fn reserved_for(&self, service: &ServiceRequest) -> Result<bool, SelectorError> {
+    /// autoAssign instead. A pool with an invalid selector selects nobody.
+    pub fn reserved_for(&self, service: &ServiceRequest) -> bool {
         let Some(rule) = &self.allocation else {
-            return Ok(false);
+            return false;
         };
+        if !self.invalid_selectors.is_empty() {
+            return false;
+        }
         if !rule.namespaces.is_empty() && !rule.namespaces.contains(&service.key.namespace) {
-            return Ok(false);
+            return false;
         }
-        if !rule.namespace_selectors.is_empty()
-            && !matches_any(&rule.namespace_selectors, &service.namespace_labels)?
-        {
-            return Ok(false);
-        }
-        if !rule.service_selectors.is_empty()
-            && !matches_any(&rule.service_selectors, &service.labels)?
-        {
-            return Ok(false);
-        }
-        Ok(true)
+        let selects = |selectors: &[LabelSelector], labels| {
+            selectors.is_empty() || matches_any(selectors, labels).unwrap_or(false)
+        };
+        selects(&rule.namespace_selectors, &service.namespace_labels)
+            && selects(&rule.service_selectors, &service.labels)
     }
 }
 

@@ -33,7 +33,9 @@ use crate::event_sink::{EventSink, PendingEvent, Reporter};
 use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
 use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState};
-use crate::service_request::{ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest};
+use crate::service_request::{
+    ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest, unknown_annotations,
+};
 
 /// Services whose writes may be in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
@@ -113,7 +115,10 @@ struct Controller {
     /// What each Service was last told (its condition), so that Events go out on transitions
     /// only.
     reported: HashMap<ServiceKey, AllocationState>,
-    warned_legacy: BTreeSet<(ServiceKey, String)>,
+    /// Annotations already warned about, by Service.
+    warned_annotations: HashMap<ServiceKey, BTreeSet<String>>,
+    /// Each pool's last Valid condition (reason, message), for an Event when it changes.
+    pool_conditions: HashMap<String, (String, String)>,
     pool_reports: HashMap<String, String>,
     /// A decision freed addresses: Services waiting for one get another look.
     addresses_freed: bool,
@@ -273,7 +278,8 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         pools,
         namespaces,
         reported: HashMap::new(),
-        warned_legacy: BTreeSet::new(),
+        warned_annotations: HashMap::new(),
+        pool_conditions: HashMap::new(),
         addresses_freed: false,
         pool_reports: HashMap::new(),
     };
@@ -642,6 +648,7 @@ impl Controller {
             let released = self.allocator.release(key).is_some();
             self.allocator.set_foreign(key, &[]);
             self.reported.remove(key);
+            self.warned_annotations.remove(key);
             return released.then(|| ServiceWrite {
                 key: key.clone(),
                 status: None,
@@ -657,20 +664,14 @@ impl Controller {
             return self.let_go(key, &service);
         }
         let request = ServiceRequest::from_service(&service, self.namespace_labels(&key.namespace));
+        // Told even when the request is refused: a misspelt annotation is often why.
+        for warning in unknown_annotations(service.annotations()) {
+            self.warn_once(key, &service, warning);
+        }
         let outcome = match request {
             Ok((request, warnings)) => {
-                for RequestWarning::LegacyAnnotation(name) in warnings {
-                    if self.warned_legacy.insert((key.clone(), name.clone())) {
-                        self.events.record(PendingEvent {
-                            regarding: service.object_ref(&()),
-                            warning: true,
-                            reason: "DeprecatedAnnotation".into(),
-                            note: format!(
-                                "annotation {name} is deprecated; use the metallb.io/ prefix"
-                            ),
-                            action: "Allocate".into(),
-                        });
-                    }
+                for warning in warnings {
+                    self.warn_once(key, &service, warning);
                 }
                 self.allocator
                     .allocate(&request)
@@ -726,6 +727,32 @@ impl Controller {
                 pools_touched: true,
             },
         })
+    }
+
+    /// An Event for an annotation worth a word, once per Service and annotation.
+    fn warn_once(&mut self, key: &ServiceKey, service: &Service, warning: RequestWarning) {
+        let (name, reason) = match &warning {
+            RequestWarning::LegacyAnnotation(name) => (name, "DeprecatedAnnotation"),
+            RequestWarning::UnknownAnnotation { name, .. } => (name, "UnknownAnnotation"),
+        };
+        if !self
+            .warned_annotations
+            .entry(key.clone())
+            .or_default()
+            .insert(name.clone())
+        {
+            return;
+        }
+        if reason == "UnknownAnnotation" {
+            warn!(service = %key, annotation = %name, "{warning}");
+        }
+        self.events.record(PendingEvent {
+            regarding: service.object_ref(&()),
+            warning: true,
+            reason: reason.into(),
+            note: warning.to_string(),
+            action: "Allocate".into(),
+        });
     }
 
     /// A Service ferrolb no longer handles (another type or class): its addresses go back, and
@@ -829,47 +856,67 @@ impl Controller {
                 .iter()
                 .map(|(_, p)| (p.name.as_str(), p.ranges.as_slice())),
         );
+        self.pool_conditions
+            .retain(|name, _| parsed.iter().any(|(r, _)| &r.name_any() == name));
+        self.pool_reports
+            .retain(|name, _| parsed.iter().any(|(r, _)| &r.name_any() == name));
         let orphaned = self.allocator.orphaned_by_pool();
         let all_stats = self.allocator.all_stats();
         for (resource, pool) in &parsed {
             let name = resource.name_any();
-            let (valid, reason, message) = match pool.rejected.as_slice() {
-                [_, ..] => {
-                    let entries: Vec<String> =
-                        pool.rejected.iter().map(ToString::to_string).collect();
-                    let rest = if pool.ranges.is_empty() {
-                        "the pool has no usable address"
-                    } else {
-                        "the pool's other entries are in use"
-                    };
-                    (
-                        "False",
-                        "InvalidAddresses",
-                        format!("{}; {rest}", entries.join("; ")),
-                    )
-                }
-                [] => {
-                    let mine: Vec<String> = overlaps
-                        .iter()
-                        .filter(|o| o.first_pool == name || o.second_pool == name)
-                        .map(|o| {
-                            format!(
-                                "{} overlaps {} on {}",
-                                o.first_pool, o.second_pool, o.shared
-                            )
-                        })
-                        .collect();
-                    if mine.is_empty() {
+            let (valid, reason, message) =
+                match (pool.rejected.as_slice(), pool.invalid_selectors.as_slice()) {
+                    ([_, ..], _) => {
+                        let entries: Vec<String> =
+                            pool.rejected.iter().map(ToString::to_string).collect();
+                        let rest = if pool.ranges.is_empty() {
+                            "the pool has no usable address"
+                        } else {
+                            "the pool's other entries are in use"
+                        };
+                        let selectors = pool
+                            .invalid_selectors
+                            .iter()
+                            .map(|s| format!("; {s}"))
+                            .collect::<String>();
                         (
-                            "True",
-                            "Valid",
-                            "addresses parse and overlap no other pool".to_string(),
+                            "False",
+                            "InvalidAddresses",
+                            format!("{}{selectors}; {rest}", entries.join("; ")),
                         )
-                    } else {
-                        ("True", "Overlapping", mine.join("; "))
                     }
-                }
-            };
+                    ([], [_, ..]) => (
+                        "False",
+                        "InvalidSelector",
+                        format!(
+                            "{}; the pool selects no Service until it is fixed (Services that name \
+                         it or ask for its addresses still get them)",
+                            pool.invalid_selectors.join("; ")
+                        ),
+                    ),
+                    ([], []) => {
+                        let mine: Vec<String> = overlaps
+                            .iter()
+                            .filter(|o| o.first_pool == name || o.second_pool == name)
+                            .map(|o| {
+                                format!(
+                                    "{} overlaps {} on {}",
+                                    o.first_pool, o.second_pool, o.shared
+                                )
+                            })
+                            .collect();
+                        if mine.is_empty() {
+                            (
+                                "True",
+                                "Valid",
+                                "addresses parse and overlap no other pool".to_string(),
+                            )
+                        } else {
+                            ("True", "Overlapping", mine.join("; "))
+                        }
+                    }
+                };
+            self.tell_pool_condition(resource, reason, &message);
             let stats = all_stats.get(&name).copied().unwrap_or_default();
             for (family, assigned, available) in [
                 ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
@@ -932,6 +979,36 @@ impl Controller {
                 Err(e) => warn!(pool = %name, error = %e, "could not write pool status"),
             }
         }
+    }
+}
+
+impl Controller {
+    /// An Event on the pool, and a log line, when its Valid condition changes: the condition
+    /// says what is wrong now, the Events say when it went wrong (`kubectl describe`).
+    fn tell_pool_condition(&mut self, resource: &IPAddressPool, reason: &str, message: &str) {
+        let name = resource.name_any();
+        let current = (reason.to_string(), message.to_string());
+        let previous = self.pool_conditions.insert(name.clone(), current.clone());
+        if previous.as_ref() == Some(&current) {
+            return;
+        }
+        let first_seen_valid = previous.is_none() && reason == "Valid";
+        if first_seen_valid {
+            return;
+        }
+        let warning = reason != "Valid";
+        if warning {
+            warn!(pool = %name, reason, "{message}");
+        } else {
+            info!(pool = %name, "pool is valid again");
+        }
+        self.events.record(PendingEvent {
+            regarding: resource.object_ref(&()),
+            warning,
+            reason: reason.into(),
+            note: message.into(),
+            action: "Validate".into(),
+        });
     }
 }
 

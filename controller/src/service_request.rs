@@ -83,6 +83,8 @@ pub enum RequestError {
     SameFamilyTwice(String, usize, IpFamily),
     #[error("ipFamilyPolicy {policy:?} does not allow the {count} requested addresses")]
     FamilyCountMismatch { policy: FamilyPolicy, count: usize },
+    #[error("{ip} is an {family} address and the Service's ipFamilies do not include {family}")]
+    FamilyNotInService { ip: IpAddr, family: IpFamily },
 }
 
 /// Something worth telling the user once, without refusing the Service.
@@ -90,6 +92,89 @@ pub enum RequestError {
 pub enum RequestWarning {
     /// An annotation under `metallb.universe.tf/`, which still works.
     LegacyAnnotation(String),
+    /// An annotation under one of MetalLB's prefixes that neither MetalLB nor ferrolb reads,
+    /// with the known one it most likely meant.
+    UnknownAnnotation {
+        name: String,
+        did_you_mean: Option<String>,
+    },
+}
+
+impl fmt::Display for RequestWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestWarning::LegacyAnnotation(name) => {
+                write!(
+                    f,
+                    "annotation {name} is deprecated; use the {ANNOTATION_PREFIX} prefix"
+                )
+            }
+            RequestWarning::UnknownAnnotation { name, did_you_mean } => {
+                write!(
+                    f,
+                    "annotation {name} is not one MetalLB or ferrolb reads; it is ignored"
+                )?;
+                match did_you_mean {
+                    Some(known) => write!(f, " (did you mean {known}?)"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The Service annotations MetalLB defines, under either prefix.
+const KNOWN_ANNOTATIONS: [&str; 4] = [
+    ADDRESS_POOL,
+    LOAD_BALANCER_IPS,
+    ALLOW_SHARED_IP,
+    "ip-allocated-from-pool",
+];
+
+/// Annotations under `metallb.io/` or `metallb.universe.tf/` that no one reads: a typo there
+/// (`loadBalancerIP`, `address-pools`) silently changes what a Service gets, so it is named.
+pub fn unknown_annotations(annotations: &BTreeMap<String, String>) -> Vec<RequestWarning> {
+    annotations
+        .keys()
+        .filter_map(|key| {
+            let (prefix, name) = [ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX]
+                .into_iter()
+                .find_map(|prefix| key.strip_prefix(prefix).map(|name| (prefix, name)))?;
+            if KNOWN_ANNOTATIONS.contains(&name) {
+                return None;
+            }
+            let did_you_mean = KNOWN_ANNOTATIONS
+                .into_iter()
+                .map(|known| {
+                    (
+                        edit_distance(&name.to_lowercase(), &known.to_lowercase()),
+                        known,
+                    )
+                })
+                .filter(|(distance, _)| *distance <= 3)
+                .min()
+                .map(|(_, known)| format!("{prefix}{known}"));
+            Some(RequestWarning::UnknownAnnotation {
+                name: key.clone(),
+                did_you_mean,
+            })
+        })
+        .collect()
+}
+
+/// Levenshtein distance: insertions, deletions and substitutions of one character.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// Reads an annotation under either prefix; both set to different values is an error.
@@ -141,7 +226,10 @@ impl ServiceRequest {
         let mut warnings = Vec::new();
         let spec = service.spec.clone().unwrap_or_default();
 
-        let pool = annotation(&annotations, ADDRESS_POOL, &mut warnings)?.map(|(_, v)| v);
+        // An empty value asks for nothing, as with MetalLB.
+        let pool = annotation(&annotations, ADDRESS_POOL, &mut warnings)?
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty());
         let sharing_key = annotation(&annotations, ALLOW_SHARED_IP, &mut warnings)?
             .map(|(_, v)| v)
             .filter(|v| !v.is_empty());
@@ -207,6 +295,15 @@ impl ServiceRequest {
             }
         } else {
             families.truncate(1);
+        }
+        if let Some(ip) = requested_ips
+            .iter()
+            .find(|ip| !families.contains(&IpFamily::of(ip)))
+        {
+            return Err(RequestError::FamilyNotInService {
+                ip: *ip,
+                family: IpFamily::of(ip),
+            });
         }
         let count = requested_ips.len();
         let fits = match policy {
@@ -347,6 +444,12 @@ mod tests {
             ),
             Err(RequestError::FamilyCountMismatch { .. })
         ));
+        assert!(matches!(
+            read(
+                json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "2001:db8::5"}}})
+            ),
+            Err(RequestError::FamilyNotInService { .. })
+        ));
     }
 
     #[test]
@@ -358,5 +461,43 @@ mod tests {
                 .unwrap();
         assert_eq!(prefer.families, [IpFamily::V6, IpFamily::V4]);
         assert_eq!(prefer.policy, FamilyPolicy::PreferDualStack);
+    }
+
+    #[test]
+    fn unknown_metallb_annotations_are_named_with_a_guess() {
+        let annotations: BTreeMap<String, String> = [
+            ("metallb.universe.tf/loadBalancerIP", "192.0.2.1"),
+            ("metallb.io/address-pools", "a"),
+            ("metallb.io/frobnicate", "yes"),
+            ("metallb.io/allow-shared-ip", "k"),
+            ("metallb.universe.tf/ip-allocated-from-pool", "a"),
+            ("example.com/loadBalancerIP", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let texts: Vec<String> = unknown_annotations(&annotations)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "annotation metallb.io/address-pools is not one MetalLB or ferrolb reads; it is \
+                 ignored (did you mean metallb.io/address-pool?)",
+                "annotation metallb.io/frobnicate is not one MetalLB or ferrolb reads; it is ignored",
+                "annotation metallb.universe.tf/loadBalancerIP is not one MetalLB or ferrolb reads; \
+                 it is ignored (did you mean metallb.universe.tf/loadBalancerIPs?)",
+            ]
+        );
+        assert_eq!(edit_distance("loadbalancerips", "loadbalancerips"), 0);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn an_empty_pool_annotation_asks_for_no_pool() {
+        let (request, _) =
+            read(json!({"metadata": {"annotations": {"metallb.io/address-pool": " "}}})).unwrap();
+        assert_eq!(request.pool, None);
     }
 }

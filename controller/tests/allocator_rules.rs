@@ -242,6 +242,42 @@ fn huge_pools_cost_what_their_holes_cost() {
     assert_eq!(allocator.free_interval_count("v6-32"), 1);
 }
 
+/// An invalid serviceAllocation selector used to refuse every Service that was not pinned to a
+/// pool; now the pool selects nobody and the others serve as before.
+#[test]
+fn a_pool_with_an_invalid_selector_disturbs_no_other_pool() {
+    let mut allocator = seeded();
+    let broken = pool(
+        "broken",
+        json!({"addresses": ["198.51.100.0/28"], "serviceAllocation": {"priority": 1,
+               "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
+    );
+    assert_eq!(broken.invalid_selectors.len(), 1);
+    assert!(
+        broken.invalid_selectors[0].starts_with("spec.serviceAllocation.serviceSelectors[0]: "),
+        "{:?}",
+        broken.invalid_selectors
+    );
+    let mut pools = vec![broken];
+    pools.push(pool(
+        "first-pool",
+        json!({"addresses": ["192.168.117.100-192.168.117.110"]}),
+    ));
+    allocator.set_pools(pools);
+    let labelled = request(
+        "default",
+        "web",
+        json!({"metadata": {"labels": {"app": "web"}}}),
+    );
+    assert_eq!(
+        ips(&allocator.allocate(&labelled).unwrap()),
+        ["192.168.117.100"]
+    );
+    // Naming the pool still works: only its selection is off.
+    let named = annotated("named", json!({"metallb.io/address-pool": "broken"}));
+    assert_eq!(ips(&allocator.allocate(&named).unwrap()), ["198.51.100.0"]);
+}
+
 #[test]
 fn avoid_buggy_ips_skips_dot_0_and_dot_255() {
     let mut allocator = Allocator::new();

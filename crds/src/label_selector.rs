@@ -50,11 +50,46 @@ pub fn matches(
     Ok(true)
 }
 
+/// Checks every expression of a selector as kube-apiserver does for built-in selectors: a
+/// known operator, values for In and NotIn, none for Exists and DoesNotExist. [`matches`]
+/// stops at the first expression that fails, so only this finds every invalid one.
+pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
+    for expression in selector.match_expressions.iter().flatten() {
+        let values = expression.values.as_deref().unwrap_or_default();
+        let key = &expression.key;
+        match expression.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(SelectorError(format!(
+                    "{key}: {} needs values",
+                    expression.operator
+                )));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(SelectorError(format!(
+                    "{key}: {} takes no values",
+                    expression.operator
+                )));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(SelectorError(format!(
+                    "{key}: unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether `labels` satisfy any of `selectors` (MetalLB's lists of selectors are alternatives).
+/// One invalid selector makes the whole list an error, whatever the labels.
 pub fn matches_any(
     selectors: &[LabelSelector],
     labels: &BTreeMap<String, String>,
 ) -> Result<bool, SelectorError> {
+    for selector in selectors {
+        validate(selector)?;
+    }
     for selector in selectors {
         if matches(selector, labels)? {
             return Ok(true);
@@ -116,5 +151,30 @@ mod tests {
         ];
         assert!(matches_any(&list, &l).unwrap());
         assert!(!matches_any(&[], &l).unwrap());
+    }
+
+    #[test]
+    fn validation_finds_every_invalid_expression() {
+        let invalid = [
+            json!({"matchExpressions": [{"key": "a", "operator": "In"}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "NotIn", "values": []}]}),
+            json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+            // Behind an expression that fails for these labels: matches() never reaches it.
+            json!({"matchExpressions": [{"key": "absent", "operator": "Exists"},
+                                        {"key": "a", "operator": "Near"}]}),
+        ];
+        for v in invalid {
+            assert!(validate(&selector(v.clone())).is_err(), "{v}");
+            assert!(
+                matches_any(&[selector(json!({})), selector(v.clone())], &labels(&[])).is_err(),
+                "{v}"
+            );
+        }
+        assert!(
+            validate(&selector(
+                json!({"matchExpressions": [{"key": "a", "operator": "DoesNotExist"}]})
+            ))
+            .is_ok()
+        );
     }
 }
