@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::ApiServer;
 use super::builtin_fields;
 use super::conversion;
+use super::cost_model::WriteKind;
 use super::custom_resources;
 use super::discovery;
 use super::field_sets::{Scope, Shapes};
@@ -337,6 +338,13 @@ async fn handle_resource(
     refuse_binary_encodings(headers)?;
     let accept = header_str(headers, header::ACCEPT);
     let manager = field_manager(query, headers);
+    if let Some(kind) = WriteKind::of_request(
+        method.as_str(),
+        &resource.plural,
+        request.subresource.as_deref(),
+    ) {
+        server.cost_model().pace(kind).await;
+    }
     request.strict_fields = query.get("fieldValidation").is_some_and(|v| v == "Strict");
     request.dry_run = match query.get("dryRun").map(String::as_str) {
         None | Some("") => false,

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod builtin_fields;
 pub mod conversion;
+pub mod cost_model;
 pub mod custom_resources;
 pub mod discovery;
 pub mod faults;
@@ -67,6 +68,7 @@ struct Inner {
     store: Store,
     registry: RwLock<Registry>,
     faults: Faults,
+    cost_model: cost_model::CostModel,
     services: service::ServiceAllocations,
     identities: auth::Identities,
     controllers_started: std::sync::atomic::AtomicBool,
@@ -86,6 +88,7 @@ impl ApiServer {
                 store: Store::new(),
                 registry: RwLock::new(Registry::new()),
                 faults: Faults::default(),
+                cost_model: cost_model::CostModel::default(),
                 services: service::ServiceAllocations::default(),
                 identities: auth::Identities::default(),
                 controllers_started: std::sync::atomic::AtomicBool::new(false),
@@ -187,6 +190,11 @@ impl ApiServer {
     /// Fault injection for tests: dropping watches, failing or pausing requests.
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
+    }
+
+    /// The model of a real API server's write throughput (off unless set).
+    pub fn cost_model(&self) -> &cost_model::CostModel {
+        &self.inner.cost_model
     }
 
     /// Starts the namespace controller and garbage collector, once; they stop with the server.
