@@ -4,6 +4,7 @@
 //! [`sharing`]) that know nothing of the API server, so that they are tested on their own.
 
 pub mod allocator;
+pub mod annotation_lane;
 pub mod event_sink;
 pub mod health;
 pub mod ip_set;

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, Assignment};
+use crate::annotation_lane::{self, AnnotationLane, PoolAnnotation};
 use crate::event_sink::{EventSink, PendingEvent, Reporter};
 use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
@@ -80,8 +81,8 @@ struct ServiceWrite {
     key: ServiceKey,
     /// Strategic merge patch of the status (ingress and/or ferrolb's condition).
     status: Option<Value>,
-    /// Merge patch of the metadata (the pool annotation).
-    metadata: Option<Value>,
+    /// What the pool annotation should say, when it says something else now.
+    pool_annotation: Option<PoolAnnotation>,
     after: AfterWrite,
 }
 
@@ -290,14 +291,25 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
     let mut retry: HashMap<ServiceKey, u32> = HashMap::new();
     let mut in_flight: HashMap<ServiceKey, InFlight> = HashMap::new();
     let mut writes: JoinSet<(ServiceKey, Result<(), kube::Error>)> = JoinSet::new();
+    let mut annotations = AnnotationLane::new(controller.client.clone(), controller.patch_params());
+    let mut annotation_retry: HashMap<ServiceKey, u32> = HashMap::new();
     // Pool status is written at most every POOL_REPORT_INTERVAL: counts change with every
     // Service, and recounting after each one would cost O(Services) per Service.
     let mut pool_report_due: Option<tokio::time::Instant> = None;
     loop {
         let mut received = Vec::new();
         let mut finished = Vec::new();
-        let can_start =
-            (!queue.is_empty() && writes.len() < WRITES_IN_FLIGHT) || controller.addresses_freed;
+        let mut annotated = Vec::new();
+        // The annotation lane is narrow while Services wait for their status (EXTERNAL-IP
+        // first), wide once none waits.
+        let annotation_width = if queue.is_empty() {
+            annotation_lane::WIDE
+        } else {
+            annotation_lane::NARROW
+        };
+        let can_start = (!queue.is_empty() && writes.len() < WRITES_IN_FLIGHT)
+            || controller.addresses_freed
+            || annotations.can_start(annotation_width);
         if !can_start {
             let report_due = async {
                 match pool_report_due {
@@ -307,6 +319,9 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             };
             tokio::select! {
                 Some(done) = writes.join_next(), if !writes.is_empty() => finished.push(done),
+                Some(done) = annotations.next_done(), if annotations.is_running() => {
+                    annotated.push(done);
+                }
                 change = changes.recv() => match change {
                     Some(change) => received.push(change),
                     None => return Ok(()),
@@ -319,6 +334,26 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         }
         while let Ok(change) = changes.try_recv() {
             received.push(change);
+        }
+        annotated.extend(annotations.try_done());
+        for (key, result) in annotated {
+            match result {
+                Ok(()) => {
+                    annotation_retry.remove(&key);
+                }
+                Err(e) => {
+                    // Decided again after a backoff, the Service asks for its annotation anew.
+                    let attempt = annotation_retry.entry(key.clone()).or_insert(0);
+                    *attempt += 1;
+                    warn!(service = %key, error = %e, attempt = *attempt, "writing the pool annotation failed, will retry");
+                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
+                    let tx = changes_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Change::Service(key));
+                    });
+                }
+            }
         }
         let mut touched_pools = false;
         let mut enqueue = |key: ServiceKey, queue: &mut VecDeque<ServiceKey>| {
@@ -370,6 +405,8 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             match change {
                 Change::Service(key) => enqueue(key, &mut queue),
                 Change::ServiceGone(key) => {
+                    annotations.forget(&key);
+                    annotation_retry.remove(&key);
                     if controller.allocator.release(&key).is_some() {
                         info!(service = %key, "released");
                     }
@@ -441,7 +478,10 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             let Some(write) = controller.decide(&key) else {
                 continue;
             };
-            if write.status.is_none() && write.metadata.is_none() {
+            if let Some(pool) = write.pool_annotation.clone() {
+                annotations.push(key.clone(), pool);
+            }
+            if write.status.is_none() {
                 touched_pools |= write.after.pools_touched;
                 controller.record(&key, write.after);
                 health
@@ -453,7 +493,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             let ServiceWrite {
                 key,
                 status,
-                metadata,
+                pool_annotation: _,
                 after,
             } = write;
             in_flight.insert(
@@ -467,23 +507,21 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             let api: Api<Service> = Api::namespaced(controller.client.clone(), &key.namespace);
             let params = controller.patch_params();
             writes.spawn(async move {
-                let status = async {
-                    if let Some(patch) = &status {
-                        api.patch_status(&key.name, &params, &Patch::Strategic(patch))
-                            .await?;
-                    }
-                    Ok::<(), kube::Error>(())
+                let result = match &status {
+                    Some(patch) => api
+                        .patch_status(&key.name, &params, &Patch::Strategic(patch))
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
                 };
-                let metadata = async {
-                    if let Some(patch) = &metadata {
-                        api.patch(&key.name, &params, &Patch::Merge(patch)).await?;
-                    }
-                    Ok::<(), kube::Error>(())
-                };
-                let (status, metadata) = tokio::join!(status, metadata);
-                (key, status.and(metadata))
+                (key, result)
             });
         }
+        annotations.start(if queue.is_empty() {
+            annotation_lane::WIDE
+        } else {
+            annotation_lane::NARROW
+        });
         if touched_pools && pool_report_due.is_none() {
             pool_report_due = Some(tokio::time::Instant::now() + POOL_REPORT_INTERVAL);
         }
@@ -652,7 +690,7 @@ impl Controller {
             return released.then(|| ServiceWrite {
                 key: key.clone(),
                 status: None,
-                metadata: None,
+                pool_annotation: None,
                 after: AfterWrite {
                     state: None,
                     announce: None,
@@ -712,15 +750,14 @@ impl Controller {
             );
             status.insert("conditions".into(), json!([condition]));
         }
-        let metadata = pool_annotation
-            .filter(|pool| service.annotations().get(ALLOCATED_FROM_POOL) != pool.as_ref())
-            .map(|pool| json!({"metadata": {"annotations": {ALLOCATED_FROM_POOL: pool}}}));
+        let pool_annotation = pool_annotation
+            .filter(|pool| service.annotations().get(ALLOCATED_FROM_POOL) != pool.as_ref());
         let announce = (self.reported.get(key) != Some(&state))
             .then(|| (service.object_ref(&()), state.clone()));
         Some(ServiceWrite {
             key: key.clone(),
             status: (!status.is_empty()).then(|| json!({"status": status})),
-            metadata,
+            pool_annotation,
             after: AfterWrite {
                 state: Some(state),
                 announce,
@@ -783,7 +820,7 @@ impl Controller {
             return foreign_changed.then(|| ServiceWrite {
                 key: key.clone(),
                 status: None,
-                metadata: None,
+                pool_annotation: None,
                 after: AfterWrite {
                     state: None,
                     announce: None,
@@ -794,7 +831,7 @@ impl Controller {
         Some(ServiceWrite {
             key: key.clone(),
             status: (!status.is_empty()).then(|| json!({"status": status})),
-            metadata: None,
+            pool_annotation: None,
             after: AfterWrite {
                 state: None,
                 announce: None,

@@ -721,3 +721,83 @@ async fn a_freed_address_goes_to_a_waiting_service() {
     })
     .await;
 }
+
+/// EXTERNAL-IP first: on an API server that takes metadata patches slowly (the emulator's
+/// cost model at 20/s), every Service gets its address long before the pool annotations are
+/// all written, and the annotations follow. When a Service's status waited for its annotation,
+/// 200 Services were all addressed only once more than 160 were annotated.
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_are_not_held_back_by_the_pool_annotation() {
+    const SERVICES: usize = 200;
+    let cluster = Cluster::new().await;
+    let Some(emulator) = cluster.emulator() else {
+        eprintln!("skipped: the write cost model is the emulator's");
+        return;
+    };
+    cluster.apply_seed().await;
+    set_pool_addresses(&cluster, "first-pool", &["192.0.2.0/24"]).await;
+    let services: Vec<_> = (0..SERVICES)
+        .map(|i| lb_service(&format!("svc-{i}"), json!({})))
+        .collect();
+    create_all(&cluster.admin, services).await.unwrap();
+    emulator
+        .server()
+        .cost_model()
+        .set(Some(ferrolb_lab::apiserver::cost_model::WriteRates {
+            status_patches: 1e6,
+            object_patches: 20.0,
+            event_writes: 1e6,
+        }));
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+
+    let annotated = |list: &[k8s_openapi::api::core::v1::Service]| {
+        list.iter()
+            .filter(|s| {
+                s.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("metallb.io/ip-allocated-from-pool"))
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let annotated_when_addressed = loop {
+        let list = cluster
+            .services()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        let addressed = list
+            .iter()
+            .filter(|s| {
+                s.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("svc-"))
+            })
+            .filter(|s| !ingress_ips(s).is_empty())
+            .count();
+        if addressed == SERVICES {
+            break annotated(&list);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addressed} of {SERVICES} Services addressed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        annotated_when_addressed < SERVICES / 2,
+        "{annotated_when_addressed} of {SERVICES} Services were annotated before the last got its address"
+    );
+    wait_until("every Service carries its pool annotation", 60, || async {
+        let list = cluster
+            .services()
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        annotated(&list.items) == SERVICES
+    })
+    .await;
+}
