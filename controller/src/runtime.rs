@@ -33,9 +33,10 @@ use crate::annotation_lane::{self, AnnotationLane, PoolAnnotation};
 use crate::event_sink::{EventSink, PendingEvent, Reporter};
 use crate::health::{Health, PoolLabels, ReasonLabels};
 use crate::pool::Pool;
-use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState};
+use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState, Reported};
 use crate::service_request::{
-    ALLOCATED_FROM_POOL, RequestWarning, ServiceKey, ServiceRequest, unknown_annotations,
+    ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX, RequestWarning, ServiceKey,
+    ServiceRequest, unknown_annotations,
 };
 
 /// Services whose writes may be in flight at once.
@@ -115,7 +116,7 @@ struct Controller {
     events: EventSink,
     /// What each Service was last told (its condition), so that Events go out on transitions
     /// only.
-    reported: HashMap<ServiceKey, AllocationState>,
+    reported: HashMap<ServiceKey, Reported>,
     /// Annotations already warned about, by Service.
     warned_annotations: HashMap<ServiceKey, BTreeSet<String>>,
     /// Each pool's last Valid condition (reason, message), for an Event when it changes.
@@ -143,7 +144,37 @@ pub fn handled(service: &Service, lb_class: Option<&str>) -> bool {
 /// What the controller never reads of a Service: with 10,000 cached, every field counts.
 fn trim_service(service: &mut Service) {
     service.metadata.resource_version = None;
+    service.metadata.owner_references = None;
+    service.metadata.finalizers = None;
+    // Only MetalLB's annotations are read. A map costs a node of about 500 bytes even for one
+    // entry, so an empty one is dropped too.
+    if let Some(annotations) = service.metadata.annotations.as_mut() {
+        annotations.retain(|name, _| {
+            name.starts_with(ANNOTATION_PREFIX) || name.starts_with(LEGACY_ANNOTATION_PREFIX)
+        });
+    }
+    if service
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(BTreeMap::is_empty)
+    {
+        service.metadata.annotations = None;
+    }
+    if service
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(BTreeMap::is_empty)
+    {
+        service.metadata.labels = None;
+    }
     if let Some(spec) = service.spec.as_mut() {
+        // The pod selector matters only for sharing an address between Services with
+        // externalTrafficPolicy Local (they must select the same pods).
+        if spec.external_traffic_policy.as_deref() != Some("Local") {
+            spec.selector = None;
+        }
         spec.cluster_ip = None;
         spec.cluster_ips = None;
         spec.session_affinity = None;
@@ -453,7 +484,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
             }
             for key in controller.allocator.services() {
                 let home_changed = controller.allocator.assignment(&key).is_some_and(|a| {
-                    controller.reported.get(&key) != Some(&AllocationState::allocated(a))
+                    controller.reported.get(&key) != Some(&AllocationState::allocated(a).reported())
                 });
                 if home_changed {
                     enqueue(key, &mut queue);
@@ -625,7 +656,7 @@ impl Controller {
                         .filter(|c| c.status == "True")
                         .map(|_| AllocationState::allocated(&assignment));
                     if let Some(state) = state {
-                        self.reported.insert(key, state);
+                        self.reported.insert(key, state.reported());
                     }
                 }
                 Err(e) => warn!(service = %key, error = %e, "could not restore its addresses"),
@@ -752,7 +783,7 @@ impl Controller {
         }
         let pool_annotation = pool_annotation
             .filter(|pool| service.annotations().get(ALLOCATED_FROM_POOL) != pool.as_ref());
-        let announce = (self.reported.get(key) != Some(&state))
+        let announce = (self.reported.get(key) != Some(&state.reported()))
             .then(|| (service.object_ref(&()), state.clone()));
         Some(ServiceWrite {
             key: key.clone(),
@@ -869,7 +900,7 @@ impl Controller {
         }
         match after.state {
             Some(state) => {
-                self.reported.insert(key.clone(), state);
+                self.reported.insert(key.clone(), state.reported());
             }
             None => {
                 self.reported.remove(key);
@@ -1054,4 +1085,60 @@ fn jiff_now() -> String {
         .round(k8s_openapi::jiff::Unit::Second)
         .map(|t| t.to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(traffic_policy: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "web", "namespace": "default", "uid": "u-1",
+                "labels": {"app": "web"},
+                "annotations": {
+                    "metallb.io/address-pool": "first-pool",
+                    "metallb.universe.tf/allow-shared-ip": "k",
+                    "metallb.io/loadBalancerIP": "typo kept, so that it is warned about",
+                    "prometheus.io/scrape": "true",
+                },
+                "finalizers": ["example.com/x"],
+            },
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": traffic_policy,
+                     "selector": {"app": "web"}, "clusterIP": "10.0.0.1",
+                     "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]},
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_cache_keeps_what_allocation_reads() {
+        let mut local = service("Local");
+        trim_service(&mut local);
+        let annotations = local.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [
+                "metallb.io/address-pool",
+                "metallb.io/loadBalancerIP",
+                "metallb.universe.tf/allow-shared-ip"
+            ]
+        );
+        assert_eq!(local.labels().get("app").map(String::as_str), Some("web"));
+        assert_eq!(local.metadata.uid.as_deref(), Some("u-1"));
+        let spec = local.spec.clone().unwrap_or_default();
+        assert!(spec.selector.is_some(), "Local Services share by selector");
+        assert_eq!(spec.cluster_ip, None);
+        assert_eq!(local.metadata.finalizers, None);
+
+        let mut cluster = service("Cluster");
+        cluster.metadata.annotations = Some(
+            [("kubectl.example/other".to_string(), String::new())]
+                .into_iter()
+                .collect(),
+        );
+        trim_service(&mut cluster);
+        assert_eq!(cluster.metadata.annotations, None);
+        assert_eq!(cluster.spec.unwrap_or_default().selector, None);
+    }
 }
