@@ -613,7 +613,26 @@ fn list(
     let exact = query
         .get("resourceVersionMatch")
         .is_some_and(|m| m == "Exact");
-    let (objects, rv) = match query.get("resourceVersion").filter(|_| exact) {
+    // Pagination: `continue` names the last key served; keys are in etcd's order.
+    let continued = match query.get("continue").filter(|t| !t.is_empty()) {
+        Some(token) => Some(decode_continue(token)?),
+        None => None,
+    };
+    let after = continued.as_ref().map(|(_, after)| after.as_str());
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let selects = !labels.is_empty() || !fields.is_empty();
+    let admit = |object: &Value| {
+        let object = conversion::from_storage(resource, object.clone());
+        let object_labels = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object);
+        (labels.matches(object_labels) && fields.matches(&object)).then_some(object)
+    };
+    let (page, rv) = match query.get("resourceVersion").filter(|_| exact) {
         Some(at) => {
             let at: u64 = at
                 .parse()
@@ -624,42 +643,29 @@ fn list(
                 .map_err(|_| {
                     ApiError::gone("The resourceVersion for the provided list is too old.")
                 })?;
-            (objects, at)
+            let mut keyed: Vec<(String, &Value)> =
+                objects.iter().map(|o| (object_key(o), o)).collect();
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            (list_page(&keyed, after, limit, selects, admit), at)
         }
-        None => server
-            .store()
-            .list(&resource.storage_key(), request.namespace.as_deref()),
+        None => server.store().read_in_key_order(
+            &resource.storage_key(),
+            request.namespace.as_deref(),
+            |objects, rv| (list_page(objects, after, limit, selects, admit), rv),
+        ),
     };
-    let mut selected: Vec<Value> = objects
-        .into_iter()
-        .map(|o| conversion::from_storage(resource, o))
-        .filter(|o| {
-            let object_labels = o
-                .get("metadata")
-                .and_then(|m| m.get("labels"))
-                .and_then(Value::as_object);
-            labels.matches(object_labels) && fields.matches(o)
-        })
-        .collect();
-    // Pagination: `continue` names the last key served; items are in key order.
-    let mut list_rv = rv;
-    if let Some(token) = query.get("continue").filter(|t| !t.is_empty()) {
-        let (token_rv, after) = decode_continue(token)?;
-        list_rv = token_rv;
-        selected.retain(|o| object_key(o) > after);
-    }
+    let list_rv = continued.map_or(rv, |(token_rv, _)| token_rv);
     let mut metadata = json!({"resourceVersion": list_rv.to_string()});
-    if let Some(limit) = query
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .filter(|l| *l > 0)
-        && selected.len() > limit
-    {
-        let remaining = selected.len() - limit;
-        selected.truncate(limit);
-        let last = selected.last().map(object_key).unwrap_or_default();
+    let ListPage {
+        items: selected,
+        next,
+    } = page;
+    if let Some((last, remaining)) = next {
         metadata["continue"] = json!(encode_continue(list_rv, &last));
-        metadata["remainingItemCount"] = json!(remaining);
+        // As kube-apiserver: no count when a selector makes it unknown without reading on.
+        if let Some(remaining) = remaining {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
     }
     if tables::wants_table(accept) {
         let table = tables::table(resource, &selected, metadata);
@@ -686,6 +692,43 @@ fn object_key(object: &Value) -> String {
             .unwrap_or("")
     };
     format!("{}/{}", field("namespace"), field("name"))
+}
+
+/// One page of a list: the objects admitted, and where the next page starts (the last key
+/// served, and how many objects follow it when that is known without reading them).
+struct ListPage {
+    items: Vec<Value>,
+    next: Option<(String, Option<usize>)>,
+}
+
+/// Reads `objects` (in key order) after the key `after`, admitting objects until `limit` are
+/// taken and one more is found: each page costs what it returns, not the whole list.
+fn list_page(
+    objects: &[(String, &Value)],
+    after: Option<&str>,
+    limit: Option<usize>,
+    selects: bool,
+    mut admit: impl FnMut(&Value) -> Option<Value>,
+) -> ListPage {
+    let start = after.map_or(0, |after| {
+        objects.partition_point(|(key, _)| key.as_str() <= after)
+    });
+    let mut items = Vec::new();
+    for (index, (_, object)) in objects.iter().enumerate().skip(start) {
+        let Some(admitted) = admit(object) else {
+            continue;
+        };
+        if limit.is_some_and(|limit| items.len() == limit) {
+            let last = items.last().map(object_key).unwrap_or_default();
+            let remaining = (!selects).then(|| objects.len() - index);
+            return ListPage {
+                items,
+                next: Some((last, remaining)),
+            };
+        }
+        items.push(admitted);
+    }
+    ListPage { items, next: None }
 }
 
 fn encode_continue(rv: u64, last_key: &str) -> String {

@@ -31,6 +31,10 @@ impl LabelSelector {
         Ok(LabelSelector(requirements))
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
         let get = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.0.iter().all(|r| match r {
@@ -121,6 +125,10 @@ impl FieldSelector {
             terms.push((path.trim().to_string(), equal, value.trim().to_string()));
         }
         Ok(FieldSelector(terms))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub fn matches(&self, object: &Value) -> bool {
