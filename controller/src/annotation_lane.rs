@@ -5,9 +5,10 @@
 //! is never starved; once none waits it uses up to [`WIDE`] at a time.
 //!
 //! Only the newest wish per Service is kept (a Service re-decided while its annotation waits
-//! replaces it), so the lane holds at most one small entry per Service.
+//! replaces it), so the lane holds at most one small entry per Service, and a Service has at
+//! most one write running.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
@@ -25,14 +26,67 @@ pub const NARROW: usize = 1;
 /// What the annotation should say: the pool, or nothing (`None` removes it).
 pub type PoolAnnotation = Option<String>;
 
+/// Which Services' annotations wait, in order, apart from the writes themselves (pure, so
+/// that its rules are unit-tested). A Service has at most one write running; a newer wish
+/// for it waits aside until that write ends, so every queued wish can start at once.
+#[derive(Default)]
+pub struct AnnotationQueue {
+    /// The newest wish of each Service that could start now.
+    pending: HashMap<ServiceKey, PoolAnnotation>,
+    /// Services with a pending wish, oldest first (may hold keys since forgotten).
+    order: VecDeque<ServiceKey>,
+    /// Services whose write runs.
+    running: HashSet<ServiceKey>,
+    /// Newer wishes of Services whose write runs.
+    after_running: HashMap<ServiceKey, PoolAnnotation>,
+}
+
+impl AnnotationQueue {
+    /// Asks for a Service's annotation to say `pool`, replacing any wish not yet written.
+    pub fn push(&mut self, key: ServiceKey, pool: PoolAnnotation) {
+        if self.running.contains(&key) {
+            self.after_running.insert(key, pool);
+        } else if self.pending.insert(key.clone(), pool).is_none() {
+            self.order.push_back(key);
+        }
+    }
+
+    /// Forgets a deleted Service's wishes.
+    pub fn forget(&mut self, key: &ServiceKey) {
+        self.pending.remove(key);
+        self.after_running.remove(key);
+    }
+
+    /// Whether a wish can start now.
+    pub fn has_startable(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The oldest wish that can start, now counted as running.
+    pub fn start_next(&mut self) -> Option<(ServiceKey, PoolAnnotation)> {
+        while let Some(key) = self.order.pop_front() {
+            if let Some(pool) = self.pending.remove(&key) {
+                self.running.insert(key.clone());
+                return Some((key, pool));
+            }
+        }
+        None
+    }
+
+    /// A Service's write ended: a wish that waited for it can start.
+    pub fn finished(&mut self, key: &ServiceKey) {
+        self.running.remove(key);
+        if let Some(pool) = self.after_running.remove(key) {
+            self.push(key.clone(), pool);
+        }
+    }
+}
+
 pub struct AnnotationLane {
     client: Client,
     params: PatchParams,
-    /// The newest wish of each Service not yet written.
-    pending: HashMap<ServiceKey, PoolAnnotation>,
-    /// Services with a pending wish, oldest first.
-    order: VecDeque<ServiceKey>,
-    /// Services whose write is running (a newer wish waits for it to finish), by task.
+    queue: AnnotationQueue,
+    /// The Service of each running write, by task.
     running: HashMap<tokio::task::Id, ServiceKey>,
     writes: JoinSet<Result<(), kube::Error>>,
 }
@@ -42,8 +96,7 @@ impl AnnotationLane {
         AnnotationLane {
             client,
             params,
-            pending: HashMap::new(),
-            order: VecDeque::new(),
+            queue: AnnotationQueue::default(),
             running: HashMap::new(),
             writes: JoinSet::new(),
         }
@@ -51,39 +104,28 @@ impl AnnotationLane {
 
     /// Asks for a Service's annotation to say `pool`, replacing any wish not yet written.
     pub fn push(&mut self, key: ServiceKey, pool: PoolAnnotation) {
-        if self.pending.insert(key.clone(), pool).is_none() {
-            self.order.push_back(key);
-        }
+        self.queue.push(key, pool);
     }
 
     /// Forgets a deleted Service's wish.
     pub fn forget(&mut self, key: &ServiceKey) {
-        self.pending.remove(key);
+        self.queue.forget(key);
     }
 
     /// Whether a write could start now, given how many may run at once.
     pub fn can_start(&self, limit: usize) -> bool {
-        self.writes.len() < limit && !self.pending.is_empty()
+        self.writes.len() < limit && self.queue.has_startable()
     }
 
     pub fn is_running(&self) -> bool {
         !self.writes.is_empty()
     }
 
-    /// Starts writes until `limit` run or nothing is pending (a Service whose write is running
-    /// keeps its newer wish for later).
+    /// Starts writes until `limit` run or nothing can start.
     pub fn start(&mut self, limit: usize) {
-        let mut deferred = Vec::new();
         while self.writes.len() < limit {
-            let Some(key) = self.order.pop_front() else {
+            let Some((key, pool)) = self.queue.start_next() else {
                 break;
-            };
-            if self.running.values().any(|k| *k == key) {
-                deferred.push(key);
-                continue;
-            }
-            let Some(pool) = self.pending.remove(&key) else {
-                continue;
             };
             let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
             let params = self.params.clone();
@@ -95,9 +137,6 @@ impl AnnotationLane {
                     .map(|_| ())
             });
             self.running.insert(task.id(), key);
-        }
-        for key in deferred.into_iter().rev() {
-            self.order.push_front(key);
         }
     }
 
@@ -131,10 +170,68 @@ impl AnnotationLane {
             namespace: String::new(),
             name: String::new(),
         });
+        self.queue.finished(&key);
         let result = match result {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             other => other,
         };
         (key, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ServiceKey {
+        ServiceKey {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn pool(name: &str) -> PoolAnnotation {
+        Some(name.into())
+    }
+
+    #[test]
+    fn oldest_first_newest_wish_wins() {
+        let mut queue = AnnotationQueue::default();
+        queue.push(key("a"), pool("p1"));
+        queue.push(key("b"), pool("p1"));
+        queue.push(key("a"), pool("p2"));
+        assert_eq!(queue.start_next(), Some((key("a"), pool("p2"))));
+        assert_eq!(queue.start_next(), Some((key("b"), pool("p1"))));
+        assert_eq!(queue.start_next(), None);
+        assert!(!queue.has_startable());
+    }
+
+    /// A wish for a Service whose write runs waits for it, and is not offered meanwhile (the
+    /// controller's loop would otherwise spin on a wish it cannot start).
+    #[test]
+    fn a_wish_waits_for_its_services_running_write() {
+        let mut queue = AnnotationQueue::default();
+        queue.push(key("a"), pool("p1"));
+        assert_eq!(queue.start_next(), Some((key("a"), pool("p1"))));
+        queue.push(key("a"), None);
+        assert!(!queue.has_startable());
+        assert_eq!(queue.start_next(), None);
+        queue.finished(&key("a"));
+        assert!(queue.has_startable());
+        assert_eq!(queue.start_next(), Some((key("a"), None)));
+    }
+
+    #[test]
+    fn a_deleted_services_wishes_are_forgotten() {
+        let mut queue = AnnotationQueue::default();
+        queue.push(key("a"), pool("p1"));
+        queue.push(key("b"), pool("p1"));
+        assert_eq!(queue.start_next(), Some((key("a"), pool("p1"))));
+        queue.push(key("a"), pool("p2"));
+        queue.forget(&key("a"));
+        queue.forget(&key("b"));
+        queue.finished(&key("a"));
+        assert!(!queue.has_startable());
+        assert_eq!(queue.start_next(), None);
     }
 }
