@@ -8,10 +8,15 @@
 //! controller's memory does not grow with the pool: `2001:db8::/32`, `198.18.0.0/15`.
 //!
 //! 1. SERVICES (default 10,000) LoadBalancer Services exist; the controller starts; time until
-//!    every one has an address in its status.
+//!    every one has an address in its status (the EXTERNAL-IP), and until every one also
+//!    carries the pool annotation.
 //! 2. With the controller running, single Services are created one at a time; time from the
 //!    create call returning to the address being in status (20 samples).
 //! 3. The controller's peak RSS (VmHWM).
+//!
+//! Each is measured twice: on the emulated API server as fast as it goes, and with its model
+//! of a real kube-apiserver's write throughput (`lab::apiserver::cost_model`, the rates
+//! measured on a real one). FERROLB_BENCH_MODEL=unmodelled or =real runs only one.
 
 // A benchmark: a panic is a failed run, with its message.
 #![allow(clippy::unwrap_used)]
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use ferrolb_e2e::create_all;
+use ferrolb_lab::apiserver::cost_model::WriteRates;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
@@ -38,6 +44,14 @@ fn service(name: &str, family: &str) -> Service {
                  "ports": [{"port": 80, "protocol": "TCP"}]}
     }))
     .unwrap()
+}
+
+fn has_pool_annotation(service: &Service) -> bool {
+    service
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key("metallb.io/ip-allocated-from-pool"))
 }
 
 fn has_address(service: &Service) -> bool {
@@ -69,6 +83,19 @@ async fn main() {
         .split(',')
         .map(|a| a.trim().to_string())
         .collect();
+    let models: Vec<Option<WriteRates>> = match std::env::var("FERROLB_BENCH_MODEL").as_deref() {
+        Ok("unmodelled") => vec![None],
+        Ok("real") => vec![Some(WriteRates::RECORDED)],
+        _ => vec![None, Some(WriteRates::RECORDED)],
+    };
+    println!("services: {count}, pool: {}", pool.join(","));
+    for model in models {
+        run(count, &pool, model).await;
+    }
+}
+
+/// One measurement, on a new emulated cluster with the model of a real API server or without.
+async fn run(count: usize, pool: &[String], model: Option<WriteRates>) {
     let family = if pool[0].contains(':') {
         "IPv6"
     } else {
@@ -76,6 +103,9 @@ async fn main() {
     };
     // The same emulated cluster as the end-to-end tests: HTTPS, RBAC, config/ installed.
     let cluster = common::Cluster::new().await;
+    let emulator = cluster
+        .emulator()
+        .expect("the bench runs on the emulated API server");
     let admin = cluster.admin.clone();
     create_all(
         &admin,
@@ -130,28 +160,46 @@ async fn main() {
         .spawn()
         .unwrap();
     let pid = controller.id();
+    // The model starts with the controller: the bench's own setup is not what is measured.
+    emulator.server().cost_model().set(model);
     let started = Instant::now();
     // Watched, not polled: listing 10,000 Services every few milliseconds would load the API
     // server, which shares the two cores with the controller being measured.
     let mut addressed = std::collections::HashSet::new();
+    let mut annotated = std::collections::HashSet::new();
+    let mut all_addressed = None;
+    let mut first_addressed = None;
     let mut watch = std::pin::pin!(kube::runtime::watcher(
         services.clone(),
         kube::runtime::watcher::Config::default()
     ));
-    while addressed.len() < count {
+    while addressed.len() < count || annotated.len() < count {
         let next =
             tokio::time::timeout_at((started + Duration::from_secs(600)).into(), watch.next())
                 .await
                 .expect("not done after 10 minutes")
                 .expect("the watch ended");
         match next.unwrap() {
-            Event::Apply(s) | Event::InitApply(s) if has_address(&s) => {
-                addressed.insert(s.metadata.name.unwrap_or_default());
+            Event::Apply(s) | Event::InitApply(s) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                if has_address(&s) {
+                    addressed.insert(name.clone());
+                }
+                if has_pool_annotation(&s) {
+                    annotated.insert(name);
+                }
             }
             _ => {}
         }
+        if !addressed.is_empty() && first_addressed.is_none() {
+            first_addressed = Some(started.elapsed());
+        }
+        if addressed.len() == count && all_addressed.is_none() {
+            all_addressed = Some(started.elapsed());
+        }
     }
-    let bulk = started.elapsed();
+    let bulk = all_addressed.unwrap_or_default();
+    let annotations = started.elapsed();
 
     let mut latencies = Vec::new();
     for i in 0..20 {
@@ -169,14 +217,31 @@ async fn main() {
         }
         latencies.push(created.elapsed());
     }
+    if std::env::var_os("FERROLB_BENCH_VERBOSE").is_some() {
+        println!("single Service latencies in order: {latencies:?}");
+    }
     latencies.sort();
     let rss = peak_rss_kib(pid);
     let _ = controller.kill();
     let _ = controller.wait();
-    println!("services: {count}, pool: {}", pool.join(","));
+    match model {
+        None => println!("-- emulated API server, unmodelled"),
+        Some(r) => println!(
+            "-- emulated API server with a real one's write rates ({} status patches/s, {} object patches/s, {} Event writes/s)",
+            r.status_patches, r.object_patches, r.event_writes
+        ),
+    }
     println!(
-        "all addressed after controller start: {:.2} s",
+        "first addressed after controller start: {:.2} s",
+        first_addressed.unwrap_or_default().as_secs_f64()
+    );
+    println!(
+        "all addressed (status) after controller start: {:.2} s",
         bulk.as_secs_f64()
+    );
+    println!(
+        "all also annotated with their pool: {:.2} s",
+        annotations.as_secs_f64()
     );
     println!(
         "single Service, create to address in status: median {:.1} ms, worst {:.1} ms (20 samples)",
