@@ -109,6 +109,14 @@ impl Conflicts {
         }
     }
 
+    /// Ends every yield: a peer was declared down, and it may well be the other claimant. A
+    /// yield then only delays the takeover the election now asks of this node (a link flap
+    /// of the owner made the next failover wait out the whole `YIELD_FOR`). If the other
+    /// claimant is still there, its next frame starts a new yield.
+    pub fn end_yields(&mut self) {
+        self.yielded.clear();
+    }
+
     /// The addresses this node must not answer for now.
     pub fn yielded(&mut self, now: Instant) -> BTreeSet<IpAddr> {
         self.yielded.retain(|_, until| *until > now);
@@ -194,5 +202,18 @@ mod tests {
                 .observe(&conflict(LOW, third), start + Duration::from_secs(10))
                 .report
         );
+    }
+
+    #[test]
+    fn a_peer_declared_down_ends_the_yields() {
+        let mut conflicts = Conflicts::default();
+        let start = Instant::now();
+        conflicts.observe(&conflict(HIGH, LOW), start);
+        assert_eq!(conflicts.yielded(start).len(), 1);
+        conflicts.end_yields();
+        assert!(conflicts.yielded(start).is_empty());
+        // The other claimant, still there, is yielded to again at its next frame.
+        conflicts.observe(&conflict(HIGH, LOW), start);
+        assert_eq!(conflicts.yielded(start).len(), 1);
     }
 }

@@ -594,6 +594,7 @@ pub async fn run(
         },
     );
     let mut alive = membership.alive();
+    let mut previous_live = alive.borrow().clone();
     let mut introduced: BTreeMap<SocketAddr, tokio::time::Instant> = BTreeMap::new();
     let mut heartbeats = Heartbeats::default();
     let mut last_standing = Standing::Announce;
@@ -652,6 +653,11 @@ pub async fn run(
 
         let api_reachable = *api_ok.borrow_and_update();
         let live = alive.borrow_and_update().clone();
+        // A peer declared down may be the other claimant of an address this node yielded.
+        if previous_live.iter().any(|node| !live.contains(node)) {
+            conflicts.end_yields();
+        }
+        previous_live.clone_from(&live);
         // Peers are introduced from the Node objects; gossip does the rest. A peer gossip does
         // not count alive is introduced again now and then: once every member has declared
         // every other down and forgotten it (a long cut), nothing else would bring them back.
