@@ -36,6 +36,19 @@ struct Args {
     /// hands them over at once. A cordoned or departing node always hands over at once.
     #[arg(long, env = "FERROLB_RESTART_GRACE_SECONDS", default_value_t = 10)]
     restart_grace_seconds: u64,
+    /// Failure detection: every this many milliseconds each speaker probes one peer. Shorter
+    /// notices a dead node sooner, at the cost of more gossip and of false suspicions on a
+    /// loaded node. Every speaker must use the same three values.
+    #[arg(long, env = "FERROLB_PROBE_PERIOD_MS", default_value_t = Timing::default().probe_period.as_millis() as u64)]
+    probe_period_ms: u64,
+    /// How long a probe waits for its answer before other peers are asked to try (shorter
+    /// than the probe period).
+    #[arg(long, env = "FERROLB_PROBE_TIMEOUT_MS", default_value_t = Timing::default().probe_rtt.as_millis() as u64)]
+    probe_timeout_ms: u64,
+    /// How long a suspected peer has to refute before it is declared down and its addresses
+    /// move.
+    #[arg(long, env = "FERROLB_SUSPECT_TIMEOUT_MS", default_value_t = Timing::default().suspect_to_down.as_millis() as u64)]
+    suspect_timeout_ms: u64,
 }
 
 /// Taints that say a node is going away: its addresses move at once on SIGTERM.
@@ -112,8 +125,19 @@ async fn main() -> anyhow::Result<()> {
         },
         args.gossip_port,
     );
-    let membership =
-        Membership::start(&args.node_name, bind, Some(advertise), Timing::default(), 3).await?;
+    let timing = Timing::with_detection(
+        std::time::Duration::from_millis(args.probe_period_ms),
+        std::time::Duration::from_millis(args.probe_timeout_ms),
+        std::time::Duration::from_millis(args.suspect_timeout_ms),
+    )
+    .map_err(|e| anyhow::anyhow!("invalid failure-detection timing: {e}"))?;
+    tracing::info!(
+        probe_period_ms = args.probe_period_ms,
+        probe_timeout_ms = args.probe_timeout_ms,
+        suspect_timeout_ms = args.suspect_timeout_ms,
+        "failure detection"
+    );
+    let membership = Membership::start(&args.node_name, bind, Some(advertise), timing, 3).await?;
     let interfaces = eligible_interfaces();
     if interfaces.is_empty() {
         anyhow::bail!("no interface can carry ARP on this node (up, broadcast, not enslaved)");

@@ -80,6 +80,35 @@ impl Default for Timing {
     }
 }
 
+impl Timing {
+    /// The default timing with the three failure-detection times replaced, checked: a probe
+    /// must time out within its period, and none may be zero.
+    pub fn with_detection(
+        probe_period: Duration,
+        probe_timeout: Duration,
+        suspect_to_down: Duration,
+    ) -> Result<Timing, String> {
+        if probe_period.is_zero() || probe_timeout.is_zero() || suspect_to_down.is_zero() {
+            return Err(
+                "the probe period, probe timeout and suspect timeout must not be zero".into(),
+            );
+        }
+        if probe_timeout >= probe_period {
+            return Err(format!(
+                "the probe timeout ({} ms) must be shorter than the probe period ({} ms)",
+                probe_timeout.as_millis(),
+                probe_period.as_millis()
+            ));
+        }
+        Ok(Timing {
+            probe_period,
+            probe_rtt: probe_timeout,
+            suspect_to_down,
+            ..Timing::default()
+        })
+    }
+}
+
 fn foca_config(timing: Timing, expected_members: u32) -> Config {
     let mut config =
         Config::new_lan(NonZeroU32::new(expected_members.max(1)).unwrap_or(NonZeroU32::MIN));
@@ -313,5 +342,28 @@ async fn flush(socket: &UdpSocket, runtime: &mut foca::AccumulatingRuntime<Peer>
         if let Err(e) = socket.send_to(&data, peer.addr).await {
             debug!(peer = %peer.addr, error = %e, "gossip send failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    #[test]
+    fn detection_times_are_checked() {
+        let ms = Duration::from_millis;
+        let timing = Timing::with_detection(ms(50), ms(20), ms(100)).unwrap_or_default();
+        assert_eq!(
+            (
+                timing.probe_period,
+                timing.probe_rtt,
+                timing.suspect_to_down
+            ),
+            (ms(50), ms(20), ms(100))
+        );
+        assert_eq!(timing.indirect_probes, Timing::default().indirect_probes);
+        assert!(Timing::with_detection(ms(50), ms(50), ms(100)).is_err());
+        assert!(Timing::with_detection(ms(50), ms(0), ms(100)).is_err());
+        assert!(Timing::with_detection(ms(50), ms(20), ms(0)).is_err());
     }
 }
