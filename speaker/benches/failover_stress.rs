@@ -1,0 +1,167 @@
+//! Benchmark (not a test): false failovers under stress, and what answering costs each
+//! speaker. The three-node namespace lab runs for a while with both cores saturated (one
+//! busy thread per core) while the client floods ARP requests for the owner's address as fast
+//! as one raw socket sends them. Nothing fails, so any "peer down" a speaker logs, and any
+//! change of the address's answering node, is a false failover.
+//!
+//!   cargo bench -p ferrolb-speaker --bench failover_stress [-- SECONDS]   (default 60)
+//!   FERROLB_PROBE_PERIOD_MS, FERROLB_PROBE_TIMEOUT_MS, FERROLB_SUSPECT_TIMEOUT_MS
+//!                                  the speakers' failure-detection timing
+//!
+//! Reported: requests sent per second, the owner's replies per second, each speaker's CPU
+//! (user + system, from /proc) over the run, and the false failovers. Every 2 s the client
+//! also asks with arping who answers; a check that gets no reply (its request lost among the
+//! flood's) is counted apart from one answered by another node.
+
+// A benchmark: a panic is a failed run, with its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferrolb_speaker::packet::{self, MacAddr};
+
+const IP: &str = "192.168.117.100";
+
+/// User + system CPU time a process has used.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the command.
+    let clock_ticks = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+}
+
+fn main() {
+    // The lab's thread enters the "api" namespace: not the main thread, whose namespace
+    // stands for the whole process.
+    std::thread::spawn(measure).join().unwrap();
+}
+
+fn measure() {
+    let seconds: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(60);
+    let lab = Lab::start();
+    let owner = poll("exactly one node answers", 30, || {
+        let answers = lab.arp_answers(IP);
+        let [mac] = answers.as_slice() else {
+            return None;
+        };
+        NODES.iter().copied().find(|n| lab.mac_of(n) == *mac)
+    });
+    let logged_before: Vec<usize> = NODES.iter().map(|n| lab.speaker_log(n).len()).collect();
+    let responses_before =
+        speaker_metric_total(&lab, owner, "ferrolb_speaker_responses_sent_total");
+    let cpu_before: Vec<Duration> = NODES
+        .iter()
+        .map(|n| cpu_time(lab.speaker(n).child.id()))
+        .collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x: u64 = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let sent = Arc::new(AtomicU64::new(0));
+    let flood = {
+        let (stop, sent, client) = (stop.clone(), sent.clone(), lab.client().name.clone());
+        std::thread::spawn(move || {
+            enter(&client);
+            let (mut tx, _rx) = raw_eth0(Duration::from_millis(1));
+            let mac = MacAddr(0x02, 0xbe, 0x0c, 0, 0, 0x02);
+            let target: Ipv4Addr = IP.parse().unwrap();
+            let request = packet::arp_request(mac, "192.168.117.2".parse().unwrap(), target);
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..1000 {
+                    if let Some(Ok(())) = tx.send_to(&request, None) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut owner_changes = 0;
+    let mut unanswered = 0;
+    let mut samples = 0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_secs(2));
+        // Who answers, seen from the client (arping, between the flood's frames).
+        let answers = lab.arp_answers(IP);
+        samples += 1;
+        if answers.is_empty() {
+            // The owner's receive queue overflows under the flood: a lost request, not a
+            // failover.
+            unanswered += 1;
+        } else if answers != [lab.mac_of(owner)] {
+            owner_changes += 1;
+            eprintln!(
+                "at {:.1} s: answered by {answers:?}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    for burner in burners {
+        burner.join().unwrap();
+    }
+    let responses = speaker_metric_total(&lab, owner, "ferrolb_speaker_responses_sent_total")
+        - responses_before;
+    let mut false_downs = 0;
+    for (i, node) in NODES.iter().enumerate() {
+        for line in &lab.speaker_log(node)[logged_before[i]..] {
+            if line.contains("peer down") || line.contains("owner elected") {
+                false_downs += usize::from(line.contains("peer down"));
+                eprintln!("[{node}] {line}");
+            }
+        }
+    }
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{:.0} s, both cores busy, ARP flood for {IP} (owner {owner}): {:.0} requests/s sent, {:.0} replies/s from the owner",
+        secs,
+        sent.load(Ordering::Relaxed) as f64 / secs,
+        responses / secs
+    );
+    for (i, node) in NODES.iter().enumerate() {
+        let cpu = cpu_time(lab.speaker(node).child.id()) - cpu_before[i];
+        println!(
+            "{node}{}: CPU {:.1} % of a core",
+            if *node == owner { " (owner)" } else { "" },
+            cpu.as_secs_f64() * 100.0 / secs
+        );
+    }
+    println!(
+        "false failovers: {false_downs} peers declared down, {owner_changes} of {samples} checks found another answerer ({unanswered} found none: the request was lost in the flood)"
+    );
+}
