@@ -19,9 +19,15 @@ use tokio::task::JoinSet;
 use crate::service_request::{ALLOCATED_FROM_POOL, ServiceKey};
 
 /// Annotation writes at a time while no Service waits for its status.
-pub const WIDE: usize = 8;
+const WIDE: usize = 8;
 /// Annotation writes at a time while Services wait for their status.
-pub const NARROW: usize = 1;
+const NARROW: usize = 1;
+
+/// How many annotation writes may run: few while Services wait for their status (EXTERNAL-IP
+/// first), more once none waits.
+pub fn width(statuses_waiting: bool) -> usize {
+    if statuses_waiting { NARROW } else { WIDE }
+}
 
 /// What the annotation should say: the pool, or nothing (`None` removes it).
 pub type PoolAnnotation = Option<String>;

@@ -133,6 +133,24 @@ fn key_of(service: &Service) -> ServiceKey {
     }
 }
 
+/// Counts a failed attempt for `key` and sends its Service to be decided again after an
+/// exponential backoff (0.2 s doubling up to 6.4 s); returns the attempt's number.
+fn decide_again_later(
+    attempts: &mut HashMap<ServiceKey, u32>,
+    key: ServiceKey,
+    changes: &mpsc::UnboundedSender<Change>,
+) -> u32 {
+    let attempt = attempts.entry(key.clone()).or_insert(0);
+    *attempt += 1;
+    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
+    let changes = changes.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = changes.send(Change::Service(key));
+    });
+    *attempt
+}
+
 /// Whether ferrolb handles this Service: type LoadBalancer, and our class (or none).
 pub fn handled(service: &Service, lb_class: Option<&str>) -> bool {
     let Some(spec) = &service.spec else {
@@ -153,22 +171,8 @@ fn trim_service(service: &mut Service) {
             name.starts_with(ANNOTATION_PREFIX) || name.starts_with(LEGACY_ANNOTATION_PREFIX)
         });
     }
-    if service
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(BTreeMap::is_empty)
-    {
-        service.metadata.annotations = None;
-    }
-    if service
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(BTreeMap::is_empty)
-    {
-        service.metadata.labels = None;
-    }
+    service.metadata.annotations.take_if(|a| a.is_empty());
+    service.metadata.labels.take_if(|l| l.is_empty());
     if let Some(spec) = service.spec.as_mut() {
         // The pod selector matters only for sharing an address between Services with
         // externalTrafficPolicy Local (they must select the same pods).
@@ -331,13 +335,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         let mut received = Vec::new();
         let mut finished = Vec::new();
         let mut annotated = Vec::new();
-        // The annotation lane is narrow while Services wait for their status (EXTERNAL-IP
-        // first), wide once none waits.
-        let annotation_width = if queue.is_empty() {
-            annotation_lane::WIDE
-        } else {
-            annotation_lane::NARROW
-        };
+        let annotation_width = annotation_lane::width(!queue.is_empty());
         let can_start = (!queue.is_empty() && writes.len() < WRITES_IN_FLIGHT)
             || controller.addresses_freed
             || annotations.can_start(annotation_width);
@@ -374,15 +372,9 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
                 }
                 Err(e) => {
                     // Decided again after a backoff, the Service asks for its annotation anew.
-                    let attempt = annotation_retry.entry(key.clone()).or_insert(0);
-                    *attempt += 1;
-                    warn!(service = %key, error = %e, attempt = *attempt, "writing the pool annotation failed, will retry");
-                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
-                    let tx = changes_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Change::Service(key));
-                    });
+                    let attempt =
+                        decide_again_later(&mut annotation_retry, key.clone(), &changes_tx);
+                    warn!(service = %key, error = %e, attempt, "writing the pool annotation failed, will retry");
                 }
             }
         }
@@ -419,15 +411,8 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
                     }
                 }
                 Err(e) => {
-                    let attempt = retry.entry(key.clone()).or_insert(0);
-                    *attempt += 1;
-                    warn!(service = %key, error = %e, attempt = *attempt, "reconcile failed, will retry");
-                    let delay = Duration::from_millis(100 * 2u64.pow((*attempt).min(6)));
-                    let tx = changes_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Change::Service(key));
-                    });
+                    let attempt = decide_again_later(&mut retry, key.clone(), &changes_tx);
+                    warn!(service = %key, error = %e, attempt, "reconcile failed, will retry");
                 }
             }
         }
@@ -548,11 +533,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
                 (key, result)
             });
         }
-        annotations.start(if queue.is_empty() {
-            annotation_lane::WIDE
-        } else {
-            annotation_lane::NARROW
-        });
+        annotations.start(annotation_lane::width(!queue.is_empty()));
         if touched_pools && pool_report_due.is_none() {
             pool_report_due = Some(tokio::time::Instant::now() + POOL_REPORT_INTERVAL);
         }
