@@ -643,15 +643,16 @@ fn list(
                 .map_err(|_| {
                     ApiError::gone("The resourceVersion for the provided list is too old.")
                 })?;
-            let mut keyed: Vec<(String, &Value)> =
-                objects.iter().map(|o| (object_key(o), o)).collect();
-            keyed.sort_by(|a, b| a.0.cmp(&b.0));
-            (list_page(&keyed, after, limit, selects, admit), at)
+            let page = list_page(&in_key_order(&objects), after, limit, selects, admit);
+            (page, at)
         }
-        None => server.store().read_in_key_order(
+        None => server.store().read_objects(
             &resource.storage_key(),
             request.namespace.as_deref(),
-            |objects, rv| (list_page(objects, after, limit, selects, admit), rv),
+            |objects, rv| {
+                let page = list_page(&in_key_order(objects), after, limit, selects, admit);
+                (page, rv)
+            },
         ),
     };
     let list_rv = continued.map_or(rv, |(token_rv, _)| token_rv);
@@ -692,6 +693,15 @@ fn object_key(object: &Value) -> String {
             .unwrap_or("")
     };
     format!("{}/{}", field("namespace"), field("name"))
+}
+
+/// Objects with their keys, in the order etcd keeps them (by "namespace/name"), which is the
+/// order pages follow.
+fn in_key_order<'a>(objects: impl IntoIterator<Item = &'a Value>) -> Vec<(String, &'a Value)> {
+    let mut keyed: Vec<(String, &Value)> =
+        objects.into_iter().map(|o| (object_key(o), o)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed
 }
 
 /// One page of a list: the objects admitted, and where the next page starts (the last key

@@ -137,26 +137,25 @@ impl Store {
         (objects, state.resource_version)
     }
 
-    /// Lets `read` see the objects of `storage` (in `namespace`, if given) in the order etcd
-    /// keeps them (by "namespace/name"), with the current resourceVersion, under the store's
-    /// lock and without copying them: a page of a list copies only what it returns.
-    pub fn read_in_key_order<R>(
+    /// Lets `read` see the objects of `storage` (in `namespace`, if given) with the current
+    /// resourceVersion, under the store's lock and without copying them: a page of a list
+    /// copies only what it returns.
+    pub fn read_objects<R>(
         &self,
         storage: &StorageKey,
         namespace: Option<&str>,
-        read: impl FnOnce(&[(String, &Value)], u64) -> R,
+        read: impl FnOnce(Vec<&Value>, u64) -> R,
     ) -> R {
         let state = self.state();
-        let mut objects: Vec<(String, &Value)> = state
+        let objects = state
             .objects
             .get(storage)
             .into_iter()
             .flatten()
             .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-            .map(|((ns, name), o)| (format!("{ns}/{name}"), o))
+            .map(|(_, o)| o)
             .collect();
-        objects.sort_by(|a, b| a.0.cmp(&b.0));
-        read(&objects, state.resource_version)
+        read(objects, state.resource_version)
     }
 
     /// Reads an object, lets `decide` compute what to do, and applies that atomically.
