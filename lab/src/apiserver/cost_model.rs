@@ -51,12 +51,6 @@ pub enum WriteKind {
 }
 
 impl WriteKind {
-    const ALL: [WriteKind; 3] = [
-        WriteKind::StatusPatch,
-        WriteKind::ObjectPatch,
-        WriteKind::EventWrite,
-    ];
-
     fn index(self) -> usize {
         match self {
             WriteKind::StatusPatch => 0,
@@ -90,10 +84,6 @@ impl CostModel {
         *self.lock() = rates.map(|r| (r, [now; 3]));
     }
 
-    pub fn rates(&self) -> Option<WriteRates> {
-        self.lock().as_ref().map(|(r, _)| *r)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(WriteRates, [Instant; 3])>> {
         self.state
             .lock()
@@ -118,19 +108,6 @@ impl CostModel {
         if let Some(slot) = self.claim(kind, Instant::now()) {
             tokio::time::sleep_until(slot).await;
         }
-    }
-
-    /// How far behind each kind's queue is: the wait a write arriving now would have.
-    pub fn backlog(&self) -> [(WriteKind, Duration); 3] {
-        let state = self.lock();
-        let now = Instant::now();
-        WriteKind::ALL.map(|kind| {
-            let wait = state
-                .as_ref()
-                .map(|(_, next)| next[kind.index()].saturating_duration_since(now))
-                .unwrap_or_default();
-            (kind, wait)
-        })
     }
 }
 
