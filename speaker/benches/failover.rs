@@ -54,17 +54,6 @@ fn main() {
     std::thread::spawn(measure).join().unwrap();
 }
 
-/// The node answering ARP for the address, once exactly one does.
-fn answering_node(lab: &Lab) -> &'static str {
-    poll("exactly one node answers", 30, || {
-        let answers = lab.arp_answers(IP);
-        let [mac] = answers.as_slice() else {
-            return None;
-        };
-        NODES.iter().copied().find(|n| lab.mac_of(n) == *mac)
-    })
-}
-
 /// How the owner goes away.
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -98,7 +87,7 @@ fn measure() {
                 "one node answers and the client's entry names it",
                 30,
                 || {
-                    let owner = answering_node(&lab);
+                    let owner = lab.answering_node(IP);
                     let _ = lab.client().run(
                         "curl",
                         &["-s", "--max-time", "0.3", &format!("http://{IP}/")],

@@ -60,13 +60,7 @@ fn measure() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(60);
     let lab = Lab::start();
-    let owner = poll("exactly one node answers", 30, || {
-        let answers = lab.arp_answers(IP);
-        let [mac] = answers.as_slice() else {
-            return None;
-        };
-        NODES.iter().copied().find(|n| lab.mac_of(n) == *mac)
-    });
+    let owner = lab.answering_node(IP);
     let logged_before: Vec<usize> = NODES.iter().map(|n| lab.speaker_log(n).len()).collect();
     let responses_before =
         speaker_metric_total(&lab, owner, "ferrolb_speaker_responses_sent_total");

@@ -545,6 +545,17 @@ impl Lab {
         arping(self.client(), ip)
     }
 
+    /// Waits until exactly one node answers ARP for `ip`, and names it.
+    pub fn answering_node(&self, ip: &str) -> &'static str {
+        poll("exactly one node answers", 30, || {
+            let answers = self.arp_answers(ip);
+            let [mac] = answers.as_slice() else {
+                return None;
+            };
+            NODES.iter().copied().find(|n| self.mac_of(n) == *mac)
+        })
+    }
+
     /// Waits until exactly `node` (or nobody, with `None`) answers ARP for `ip`.
     pub fn wait_for_answer(&self, ip: &str, node: Option<&str>, what: &str) {
         let expected: Vec<String> = node.map(|n| self.mac_of(n)).into_iter().collect();
