@@ -15,3 +15,4 @@ pub mod packet;
 pub mod quorum;
 pub mod responder;
 pub mod runtime;
+pub mod two_way_contact;

@@ -23,14 +23,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use foca::{Config, Foca, Identity, OwnedNotification, PostcardCodec, Timer};
+use foca::{Codec, Config, Foca, Identity, Message, OwnedNotification, PostcardCodec, Timer};
 use rand::rngs::StdRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::two_way_contact::{MessageKind, Proof, TwoWayContact};
+
 /// A speaker as the others know it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     pub node: String,
     pub addr: SocketAddr,
@@ -171,6 +173,7 @@ impl Membership {
         let mut foca = Foca::new(me.clone(), config.clone(), rng, PostcardCodec);
         // Bumped each time the membership starts over; timers of an older one are dropped.
         let mut epoch = 0u64;
+        let mut contact = TwoWayContact::<Peer>::default();
         let (inputs, mut input_rx) = mpsc::unbounded_channel::<Input>();
         let (alive_tx, alive) = watch::channel(BTreeSet::from([me.node.clone()]));
 
@@ -195,8 +198,31 @@ impl Membership {
         tokio::spawn(async move {
             let mut runtime = foca::AccumulatingRuntime::new();
             while let Some(input) = input_rx.recv().await {
+                let mut changed = false;
                 let result = match input {
-                    Input::Data(data) => foca.handle_data(&data, &mut runtime),
+                    Input::Data(data) => {
+                        let mut answer = None;
+                        if let Ok(header) = PostcardCodec.decode_header(&data[..]) {
+                            let kind = match header.message {
+                                Message::Feed => MessageKind::Feed,
+                                _ => MessageKind::Other,
+                            };
+                            let proof =
+                                contact.observe(foca.identity(), &header.src, &header.dst, kind);
+                            if proof != Proof::Known {
+                                debug!(node = %header.src.node, "peer hears this speaker");
+                                changed = true;
+                            }
+                            if proof == Proof::NewAnswerIt {
+                                answer = Some(header.src);
+                            }
+                        }
+                        let handled = foca.handle_data(&data, &mut runtime);
+                        match answer {
+                            Some(peer) if handled.is_ok() => foca.announce(peer, &mut runtime),
+                            _ => handled,
+                        }
+                    }
                     Input::Timer(of, timer) if of == epoch => {
                         foca.handle_timer(timer, &mut runtime)
                     }
@@ -234,7 +260,6 @@ impl Membership {
                         let _ = timer_inputs.send(Input::Timer(of, timer));
                     });
                 }
-                let mut changed = false;
                 while let Some(notification) = runtime.to_notify() {
                     match notification {
                         OwnedNotification::MemberUp(peer) => {
@@ -243,10 +268,12 @@ impl Membership {
                         }
                         OwnedNotification::MemberDown(peer) => {
                             info!(node = %peer.node, addr = %peer.addr, "peer down");
+                            contact.forget(&peer);
                             changed = true;
                         }
                         OwnedNotification::Rename(before, after) => {
                             debug!(?before, ?after, "peer restarted");
+                            contact.forget(&before);
                             changed = true;
                         }
                         OwnedNotification::Idle => {
@@ -261,6 +288,7 @@ impl Membership {
                             foca =
                                 Foca::new(renewed, config.clone(), rand::make_rng(), PostcardCodec);
                             epoch += 1;
+                            contact.forget_all();
                             changed = true;
                         }
                         OwnedNotification::Defunct => {
@@ -268,14 +296,19 @@ impl Membership {
                             if let Err(e) = foca.reuse_down_identity() {
                                 warn!(error = %e, "could not rejoin");
                             }
+                            contact.forget_all();
                             changed = true;
                         }
                         _ => {}
                     }
                 }
                 if changed {
+                    contact.keep_only(foca.iter_members().map(|m| m.id()));
+                    // A member counts once it has shown it hears this speaker too; see
+                    // `two_way_contact`.
                     let mut alive: BTreeSet<String> = foca
                         .iter_members()
+                        .filter(|m| contact.is_proven(m.id()))
                         .map(|m| m.id().node.clone())
                         .filter(|n| !n.is_empty())
                         .collect();

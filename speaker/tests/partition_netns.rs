@@ -205,12 +205,38 @@ fn owner_gossip_cut(inbound: bool, outbound: bool) {
             && speaker_metric(&lab, owner, "ferrolb_speaker_announced_addresses") == 0.0)
             .then_some(())
     });
+    if !inbound && outbound {
+        stays_silent_while_only_hearing_the_others(&lab, owner);
+    }
     heal(lab.segment.host(owner).unwrap());
     poll("the healed node is heard again", 30, || {
         (speaker_metric(&lab, owner, "ferrolb_speaker_isolated") == 0.0).then_some(())
     });
     settled_single_answerers(&lab, "after healing, one answerer each");
     duplicates_were_counted(&lab);
+}
+
+/// A node whose sends are dropped still receives the others' announcements to the members
+/// they consider down. Those prove nothing about being heard: over several of its membership
+/// restarts it must not count a majority and announce again.
+fn stays_silent_while_only_hearing_the_others(lab: &Lab, owner: &str) {
+    const RESTART: &str = "no live peer: starting the membership over";
+    const ANNOUNCING: &str = "a majority of the speakers heard: announcing";
+    let isolated_at = lab.speaker_log(owner).len();
+    poll(
+        "the cut-off node starts its membership over three times",
+        30,
+        || {
+            let since = lab.speaker_log(owner).split_off(isolated_at);
+            (since.iter().filter(|l| l.contains(RESTART)).count() >= 3).then_some(())
+        },
+    );
+    let since = lab.speaker_log(owner).split_off(isolated_at);
+    let announced: Vec<&String> = since.iter().filter(|l| l.contains(ANNOUNCING)).collect();
+    assert!(
+        announced.is_empty(),
+        "the node that cannot be heard announced again: {announced:?}"
+    );
 }
 
 #[test]
