@@ -24,7 +24,7 @@ pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-b
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeInfo {
     pub name: String,
     pub labels: Labels,
@@ -38,7 +38,7 @@ impl NodeInfo {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolInfo {
     pub name: String,
     pub labels: Labels,
@@ -51,7 +51,7 @@ impl PoolInfo {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ServiceInfo {
     pub namespace: String,
     pub name: String,

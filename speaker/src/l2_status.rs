@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ferrolb_crds::ServiceL2Status;
 use k8s_openapi::api::core::v1::{ObjectReference, Service};
@@ -180,7 +181,7 @@ impl StatusWriter {
     pub async fn sync(
         &mut self,
         announced: &BTreeMap<ServiceKey, Announcement>,
-        services: &BTreeMap<ServiceKey, Service>,
+        services: &BTreeMap<ServiceKey, Arc<Service>>,
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
         generations: &BTreeMap<ServiceKey, u64>,

@@ -12,6 +12,7 @@ pub mod l2_status;
 pub mod membership;
 pub mod node_interfaces;
 pub mod packet;
+pub mod plan_cache;
 pub mod quorum;
 pub mod responder;
 pub mod runtime;

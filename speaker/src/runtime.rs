@@ -2,8 +2,9 @@
 //! L2Advertisements), keeps the announce plan, elects an owner for each address among the
 //! live speakers, and gives the responder the addresses this node owns.
 //!
-//! Every change recomputes the whole plan, debounced: the speaker's work per Service is a few
-//! hashes, and a single pass keeps the result a pure function of the inputs.
+//! Every change starts a pass, debounced, over what the caches hold. The pass keeps the result
+//! a pure function of the inputs (`decide` is that function), while `plan_cache` plans and
+//! elects again only what changed since the last pass.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -23,12 +24,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::announce_policy::{NodeInfo, PoolInfo, ServiceInfo, plan};
+use crate::announce_policy::{NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
 use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
 use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners, service_reference};
 use crate::node_interfaces::{Interfaces, able_to_announce};
+use crate::plan_cache::PlanCache;
 use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
 
@@ -154,18 +156,7 @@ pub fn decide(
             &snapshot.nodes,
         ) {
             let current_owner = current.get(&plan.ip).map(String::as_str);
-            let able = able_to_announce(plan.ip, &plan.candidates, &plan.interfaces, known);
-            let live = able
-                .iter()
-                .filter(|(node, _)| {
-                    alive.contains(*node)
-                        || (held.contains(*node) && Some(node.as_str()) == current_owner)
-                })
-                .map(|(node, preference)| Candidate {
-                    node,
-                    preference: *preference,
-                });
-            let Some(owner) = keep_or_elect(plan.ip, current_owner, live) else {
+            let Some(owner) = elect_owner(&plan, current_owner, alive, held, known) else {
                 continue;
             };
             decision.owners.insert(plan.ip, owner.to_string());
@@ -182,6 +173,32 @@ pub fn decide(
         }
     }
     decision
+}
+
+/// The owner of one planned address among the live candidates able to announce it (see
+/// `decide`).
+pub fn elect_owner<'a>(
+    plan: &'a Plan,
+    current_owner: Option<&str>,
+    alive: &BTreeSet<String>,
+    held: &BTreeSet<String>,
+    known: &BTreeMap<String, Interfaces>,
+) -> Option<&'a str> {
+    let able = able_to_announce(plan.ip, &plan.candidates, &plan.interfaces, known);
+    let live = able
+        .iter()
+        .filter(|(node, _)| {
+            alive.contains(*node) || (held.contains(*node) && Some(node.as_str()) == current_owner)
+        })
+        .map(|(node, preference)| Candidate {
+            node,
+            preference: *preference,
+        });
+    let owner = keep_or_elect(plan.ip, current_owner, live)?;
+    // The name lives in the plan too; hand out the plan's copy.
+    plan.candidates
+        .get_key_value(owner)
+        .map(|(n, _)| n.as_str())
 }
 
 /// The Services this node announces: the interfaces it answers on and their addresses it
@@ -395,7 +412,7 @@ fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
 #[derive(Clone)]
 struct StatusWork {
     announced: BTreeMap<ServiceKey, Announcement>,
-    services: BTreeMap<ServiceKey, Service>,
+    services: BTreeMap<ServiceKey, Arc<Service>>,
     alive: BTreeSet<String>,
     current: Vec<Arc<ferrolb_crds::ServiceL2Status>>,
     /// Per announced Service, a number that grows each time this node starts answering
@@ -602,6 +619,7 @@ pub async fn run(
     let mut rejoined_at: Option<tokio::time::Instant> = None;
     let mut rejoining: Option<tokio::time::Instant> = None;
     let mut last = Decision::default();
+    let mut plans = PlanCache::default();
     let mut announced_before: Option<BTreeMap<ServiceKey, BTreeSet<IpAddr>>> = None;
     let mut generations: BTreeMap<ServiceKey, u64> = BTreeMap::new();
     let mut next_generation: u64 = 0;
@@ -756,25 +774,17 @@ pub async fn run(
             .set(i64::from(matches!(standing, Standing::Isolated { .. })));
         let fenced = standing != Standing::Announce || holding;
 
-        let snapshot = Snapshot {
-            services: {
-                let slices = slices_by_service(slices.state());
-                service_objects
-                    .iter()
-                    .map(|s| {
-                        let key = (s.namespace().unwrap_or_default(), s.name_any());
-                        service_info(s, slices.get(&key).map(Vec::as_slice).unwrap_or_default())
-                    })
-                    .collect()
-            },
-            pools: pools.state().iter().filter_map(|p| pool_info(p)).collect(),
-            advertisements: advertisements
+        plans.update(
+            &service_objects,
+            &slices_by_service(slices.state()),
+            pools.state().iter().filter_map(|p| pool_info(p)).collect(),
+            advertisements
                 .state()
                 .iter()
                 .map(|a| (**a).clone())
                 .collect(),
-            nodes: node_objects.iter().map(|n| node_info(n)).collect(),
-        };
+            node_objects.iter().map(|n| node_info(n)).collect(),
+        );
         let status_objects = statuses.state();
         let current = owners_to_keep(
             &status_objects,
@@ -788,8 +798,7 @@ pub async fn run(
             .into_iter()
             .filter(|n| !live.contains(n))
             .collect();
-        let mut decision = decide(
-            &snapshot,
+        let mut decision = plans.decide(
             &config.node_name,
             &live,
             &held,
@@ -844,7 +853,7 @@ pub async fn run(
         // Every pass, not only when the decision changed: the writer reconciles with what the
         // API server holds, so a lost write or another node's clean-up is repaired.
         {
-            let announced = announced_services(&snapshot, &last);
+            let (announced, services) = plans.announced(&last);
             // Transitions after the first pass (the first one's Events come from the objects
             // this node has or lacks): a Service whose addresses this node starts answering.
             if let Some(before) = &announced_before {
@@ -865,18 +874,6 @@ pub async fn run(
                     .map(|(key, a)| (key.clone(), a.addresses.clone()))
                     .collect(),
             );
-            let services: BTreeMap<ServiceKey, Service> = service_objects
-                .iter()
-                .filter(|s| {
-                    announced.contains_key(&(s.namespace().unwrap_or_default(), s.name_any()))
-                })
-                .map(|s| {
-                    (
-                        (s.namespace().unwrap_or_default(), s.name_any()),
-                        (**s).clone(),
-                    )
-                })
-                .collect();
             status.send_replace(Some(StatusWork {
                 announced,
                 services,
