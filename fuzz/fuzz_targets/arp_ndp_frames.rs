@@ -1,7 +1,12 @@
-//! Any bytes off the wire: the speaker's frame reader never panics, and what it reads back is
-//! consistent with what it would answer.
+//! Any bytes off the wire: the speaker's frame reader never panics, what it reads back is
+//! consistent with what it would answer, and the kernel filter (run here by its model) passes
+//! every frame whose question or claim is about an address the filter lists.
 #![no_main]
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ferrolb_speaker::frame_filter::Program;
 use ferrolb_speaker::packet::{self, Question};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,6 +20,25 @@ fuzz_target!(|frame: &[u8]| {
         (Ok(heard), Err(_)) => assert!(heard.question.is_none()),
         (Err(a), Err(b)) => assert_eq!(a, b),
         (Err(_), Ok(_)) => panic!("parse accepted what read refused"),
+    }
+    // The filter listing exactly what the frame is about must pass it.
+    if let Ok(heard) = &heard {
+        let about: Vec<IpAddr> = heard
+            .question
+            .map(|q| q.target())
+            .into_iter()
+            .chain(heard.claim.map(|c| c.ip))
+            .collect();
+        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+        for ip in &about {
+            match ip {
+                IpAddr::V4(ip) => v4.insert(*ip),
+                IpAddr::V6(ip) => v6.insert(*ip),
+            };
+        }
+        if !about.is_empty() {
+            assert!(Program::for_addresses(&v4, &v6).passes(frame), "{about:?}");
+        }
     }
     // Answering whatever was asked builds a frame that reads back as a claim of the target.
     // (An ARP question for 0.0.0.0 is never answered: no pool holds it, and a reply from it

@@ -35,12 +35,12 @@ impl Health {
         );
         registry.register(
             "arp_requests_received",
-            "ARP requests seen on the node's interfaces",
+            "ARP requests seen on the node's interfaces for addresses this node announces (the kernel filter drops the others)",
             counters.arp_requests.clone(),
         );
         registry.register(
             "ndp_solicitations_received",
-            "Neighbor Solicitations seen on the node's interfaces",
+            "Neighbor Solicitations seen on the node's interfaces for addresses this node announces (the kernel filter drops the others)",
             counters.ndp_solicitations.clone(),
         );
         registry.register(

@@ -6,12 +6,14 @@
 pub mod announce_policy;
 pub mod conflict;
 pub mod election;
+pub mod frame_filter;
 pub mod health;
 pub mod heartbeat;
 pub mod l2_status;
 pub mod membership;
 pub mod node_interfaces;
 pub mod packet;
+pub mod packet_socket;
 pub mod plan_cache;
 pub mod quorum;
 pub mod responder;

@@ -1,8 +1,10 @@
 //! Answers ARP and NDP on the node's interfaces for the addresses this node announces, and
 //! announces takeovers with gratuitous ARP / unsolicited Neighbor Advertisements.
 //!
-//! One blocking thread per interface reads every frame from a raw socket (pnet datalink) and
-//! answers from the current table; the table is swapped by the speaker's reconciler. Addresses
+//! One blocking thread per interface reads frames from a raw socket (`packet_socket`) and
+//! answers from the current table; the table is swapped by the speaker's reconciler. The
+//! kernel passes the socket only ARP and NDP about the addresses in the table or yielded
+//! (`frame_filter`), so frames about other addresses cost this process nothing. Addresses
 //! are never added to an interface: only this process answers for them.
 
 use std::collections::{BTreeSet, HashMap};
@@ -11,14 +13,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use pnet_datalink::{Channel, DataLinkSender, NetworkInterface};
+use pnet_datalink::NetworkInterface;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tracing::{debug, info, warn};
 
 use crate::conflict::Conflict;
+use crate::frame_filter::Program;
 use crate::packet::{self, Claim, Dropped, MacAddr, Question};
+use crate::packet_socket::PacketSocket;
+
+/// Longer frames are cut to this: ARP and NDP fit many times over.
+const FRAME_BUFFER: usize = 2048;
 
 /// Conflicts waiting for the reconciler beyond this are counted but not queued: a flood of
 /// conflicting frames must not grow memory.
@@ -125,19 +132,42 @@ pub type Table = HashMap<String, BTreeSet<IpAddr>>;
 
 struct Port {
     interface: Interface,
-    sender: Mutex<Box<dyn DataLinkSender>>,
+    socket: PacketSocket,
+    /// Whether the kernel filter lists this port's addresses (false past its size limit).
+    filter_lists_addresses: AtomicBool,
 }
 
 impl Port {
     fn send(&self, frame: &[u8]) -> bool {
-        let mut sender = self.sender.lock().unwrap_or_else(|e| e.into_inner());
-        match sender.send_to(frame, None) {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
+        match self.socket.send(frame) {
+            Ok(_) => true,
+            Err(e) => {
                 debug!(interface = %self.interface.name, error = %e, "could not send a frame");
                 false
             }
-            None => false,
+        }
+    }
+
+    /// Lets the kernel pass frames about these addresses, and only those.
+    fn filter_for(&self, addresses: &BTreeSet<IpAddr>) {
+        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+        for ip in addresses {
+            match ip {
+                IpAddr::V4(ip) => v4.insert(*ip),
+                IpAddr::V6(ip) => v6.insert(*ip),
+            };
+        }
+        let program = Program::for_addresses(&v4, &v6);
+        let lists = program.lists_addresses();
+        if self.filter_lists_addresses.swap(lists, Ordering::Relaxed) != lists && !lists {
+            warn!(
+                interface = %self.interface.name,
+                addresses = addresses.len(),
+                "too many addresses for the kernel filter: every ARP and NDP frame is read"
+            );
+        }
+        if let Err(e) = self.socket.set_filter(&program.instructions) {
+            warn!(interface = %self.interface.name, error = %e, "could not set the kernel frame filter");
         }
     }
 }
@@ -186,22 +216,20 @@ impl Responder {
                 warn!(interface = %interface.name, "interface vanished before it was opened");
                 continue;
             };
-            let config = pnet_datalink::Config {
-                // Lets the thread notice `stop` without a frame arriving.
-                read_timeout: Some(Duration::from_millis(200)),
-                ..Default::default()
-            };
-            let (sender, mut receiver) = match pnet_datalink::channel(raw, config) {
-                Ok(Channel::Ethernet(tx, rx)) => (tx, rx),
-                Ok(_) => anyhow::bail!("{}: not an Ethernet interface", interface.name),
-                Err(e) => anyhow::bail!(
-                    "cannot open a raw socket on {}: {e} (the speaker needs CAP_NET_RAW)",
-                    interface.name
-                ),
-            };
+            let nothing = Program::for_addresses(&BTreeSet::new(), &BTreeSet::new());
+            // The read timeout lets the thread notice `stop` without a frame arriving.
+            let socket =
+                PacketSocket::open(&raw.name, &nothing.instructions, Duration::from_millis(200))
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot open a raw socket on {}: {e} (the speaker needs CAP_NET_RAW)",
+                            interface.name
+                        )
+                    })?;
             let port = Arc::new(Port {
                 interface: interface.clone(),
-                sender: Mutex::new(sender),
+                socket,
+                filter_lists_addresses: AtomicBool::new(true),
             });
             ports.insert(interface.name.clone(), port.clone());
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -210,15 +238,20 @@ impl Responder {
                 .spawn(move || {
                     // A link that goes down fails every read: said once, not ten times a second.
                     let mut failing = false;
+                    let mut buffer = vec![0u8; FRAME_BUFFER];
                     while !stop.load(Ordering::Relaxed) {
-                        match receiver.next() {
-                            Ok(frame) => {
+                        match port.socket.recv(&mut buffer) {
+                            Ok(length) => {
                                 if std::mem::take(&mut failing) {
                                     info!(interface = %port.interface.name, "receiving again");
                                 }
-                                answer(&port, frame, &shared);
+                                answer(&port, &buffer[..length.min(buffer.len())], &shared);
                             }
-                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                                ) => {}
                             Err(e) => {
                                 if !std::mem::replace(&mut failing, true) {
                                     warn!(interface = %port.interface.name, error = %e, "receive failed (link down?)");
@@ -251,11 +284,40 @@ impl Responder {
 
     /// The addresses this node is elected for but leaves to a lower MAC for now.
     pub fn set_yielded(&self, yielded: BTreeSet<IpAddr>) {
-        *self
+        let changed = {
+            let mut held = self
+                .shared
+                .yielded
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let changed = *held != yielded;
+            *held = yielded;
+            changed
+        };
+        if changed {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+            self.refresh_filters(&table, None);
+        }
+    }
+
+    /// Sets each port's kernel filter to its addresses in `table` (and in `also`, while a
+    /// table is being swapped), plus the yielded ones.
+    fn refresh_filters(&self, table: &Table, also: Option<&Table>) {
+        let yielded = self
             .shared
             .yielded
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = yielded;
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, port) in &self.ports {
+            let mut addresses = yielded.clone();
+            for t in std::iter::once(table).chain(also) {
+                if let Some(listed) = t.get(name) {
+                    addresses.extend(listed.iter().copied());
+                }
+            }
+            port.filter_for(&addresses);
+        }
     }
 
     /// Announces `ip` again on every interface it is answered on: after a conflict this node
@@ -285,10 +347,15 @@ impl Responder {
     /// Replaces what is announced. Answering for dropped addresses stops at once; new ones
     /// are announced gratuitously (at once, and again over the next seconds).
     pub fn set_table(&self, next: Table) {
+        // The filter widens before the table changes and narrows after: no question about a
+        // gained address is filtered out in between.
+        let current = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.refresh_filters(&next, Some(&current));
         let before = {
             let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
             std::mem::replace(&mut *table, next.clone())
         };
+        self.refresh_filters(&next, None);
         for (name, addresses) in &next {
             let Some(port) = self.ports.get(name) else {
                 continue;
