@@ -18,7 +18,6 @@ use std::sync::Arc;
 use ferrolb_crds::L2Advertisement;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
 
 use crate::announce_policy::{NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
 use crate::l2_status::{Announcement, ServiceKey};
@@ -68,22 +67,72 @@ pub struct Work {
     pub elected: usize,
 }
 
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// A Service's EndpointSlices: nearly always one, so one needs no allocation.
+enum OwnSlices<'a> {
+    One(&'a Arc<EndpointSlice>),
+    Many(Vec<&'a Arc<EndpointSlice>>),
+}
+
+/// The EndpointSlices by the Service they belong to (namespace, then Service name), borrowing
+/// the cache's strings.
+struct SlicesByService<'a>(HashMap<&'a str, HashMap<&'a str, OwnSlices<'a>>>);
+
+impl<'a> SlicesByService<'a> {
+    fn index(slices: &'a [Arc<EndpointSlice>]) -> Self {
+        let mut by_service: HashMap<&str, HashMap<&str, OwnSlices>> = HashMap::new();
+        for slice in slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL));
+            let (Some(namespace), Some(service)) = (slice.metadata.namespace.as_deref(), service)
+            else {
+                continue;
+            };
+            let in_namespace = by_service.entry(namespace).or_default();
+            match in_namespace.remove(service.as_str()) {
+                None => in_namespace.insert(service, OwnSlices::One(slice)),
+                Some(OwnSlices::One(first)) => {
+                    in_namespace.insert(service, OwnSlices::Many(vec![first, slice]))
+                }
+                Some(OwnSlices::Many(mut all)) => {
+                    all.push(slice);
+                    in_namespace.insert(service, OwnSlices::Many(all))
+                }
+            };
+        }
+        SlicesByService(by_service)
+    }
+
+    fn of(&self, namespace: &str, service: &str) -> &[&'a Arc<EndpointSlice>] {
+        match self.0.get(namespace).and_then(|s| s.get(service)) {
+            Some(OwnSlices::One(slice)) => std::slice::from_ref(slice),
+            Some(OwnSlices::Many(all)) => all,
+            None => &[],
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct PlanCache {
     plan_inputs: PlanInputs,
     election_inputs: ElectionInputs,
-    entries: BTreeMap<ServiceKey, Entry>,
+    /// By namespace, then name: looked up with the objects' own strings, without allocating.
+    entries: BTreeMap<String, BTreeMap<String, Entry>>,
     work: Work,
     pass: u64,
 }
 
 impl PlanCache {
-    /// Brings the plans up to date with the caches' objects. `slices` are the EndpointSlices
-    /// by the Service they belong to (`runtime::slices_by_service`).
+    /// Brings the plans up to date with the caches' objects. Unchanged Services cost a
+    /// lookup and a few pointer comparisons: nothing is allocated for them.
     pub fn update(
         &mut self,
         services: &[Arc<Service>],
-        slices: &HashMap<ServiceKey, Vec<Arc<EndpointSlice>>>,
+        slices: &[Arc<EndpointSlice>],
         pools: Vec<PoolInfo>,
         advertisements: Vec<L2Advertisement>,
         nodes: Vec<NodeInfo>,
@@ -98,46 +147,65 @@ impl PlanCache {
             self.plan_inputs = inputs;
             self.entries.clear();
         }
+        let slices = SlicesByService::index(slices);
         self.pass = self.pass.wrapping_add(1);
         for service in services {
-            let key = (service.namespace().unwrap_or_default(), service.name_any());
-            let own_slices = slices.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let unchanged = self.entries.get(&key).is_some_and(|entry| {
-                Arc::ptr_eq(&entry.service, service)
+            let (Some(namespace), Some(name)) = (
+                service.metadata.namespace.as_deref(),
+                service.metadata.name.as_deref(),
+            ) else {
+                continue;
+            };
+            let own_slices = slices.of(namespace, name);
+            let cached = self
+                .entries
+                .get_mut(namespace)
+                .and_then(|in_namespace| in_namespace.get_mut(name));
+            if let Some(entry) = cached {
+                let unchanged = Arc::ptr_eq(&entry.service, service)
                     && entry.slices.len() == own_slices.len()
                     && entry
                         .slices
                         .iter()
                         .zip(own_slices)
-                        .all(|(a, b)| Arc::ptr_eq(a, b))
-            });
-            if let Some(entry) = self.entries.get_mut(&key).filter(|_| unchanged) {
-                entry.seen_in = self.pass;
-            } else {
-                let info = service_info(service, own_slices);
-                let plans = plan(
-                    &info,
-                    &self.plan_inputs.pools,
-                    &self.plan_inputs.advertisements,
-                    &self.plan_inputs.nodes,
-                );
-                self.work.planned += 1;
-                let elected = vec![None; plans.len()];
-                self.entries.insert(
-                    key.clone(),
+                        .all(|(a, b)| Arc::ptr_eq(a, b));
+                if unchanged {
+                    entry.seen_in = self.pass;
+                    continue;
+                }
+            }
+            let own_slices: Vec<Arc<EndpointSlice>> =
+                own_slices.iter().map(|s| Arc::clone(s)).collect();
+            let info = service_info(service, &own_slices);
+            let plans = plan(
+                &info,
+                &self.plan_inputs.pools,
+                &self.plan_inputs.advertisements,
+                &self.plan_inputs.nodes,
+            );
+            self.work.planned += 1;
+            let elected = vec![None; plans.len()];
+            self.entries
+                .entry(namespace.to_string())
+                .or_default()
+                .insert(
+                    name.to_string(),
                     Entry {
                         service: service.clone(),
-                        slices: own_slices.to_vec(),
+                        slices: own_slices,
                         info,
                         plans,
                         elected,
                         seen_in: self.pass,
                     },
                 );
-            }
         }
         let pass = self.pass;
-        self.entries.retain(|_, entry| entry.seen_in == pass);
+        for in_namespace in self.entries.values_mut() {
+            in_namespace.retain(|_, entry| entry.seen_in == pass);
+        }
+        self.entries
+            .retain(|_, in_namespace| !in_namespace.is_empty());
     }
 
     /// The owners and this node's table, as `runtime::decide` makes them from the same inputs.
@@ -159,12 +227,12 @@ impl PlanCache {
         };
         if inputs != self.election_inputs {
             self.election_inputs = inputs;
-            for entry in self.entries.values_mut() {
+            for entry in self.entries.values_mut().flat_map(BTreeMap::values_mut) {
                 entry.elected.iter_mut().for_each(|e| *e = None);
             }
         }
         let mut decision = Decision::default();
-        for entry in self.entries.values_mut() {
+        for entry in self.entries.values_mut().flat_map(BTreeMap::values_mut) {
             for (plan, elected) in entry.plans.iter().zip(entry.elected.iter_mut()) {
                 let current_owner = current.get(&plan.ip);
                 let still = elected
@@ -211,7 +279,12 @@ impl PlanCache {
         if decision.table.is_empty() {
             return (announced, objects);
         }
-        for (key, entry) in &self.entries {
+        let all = self.entries.iter().flat_map(|(namespace, in_namespace)| {
+            in_namespace
+                .iter()
+                .map(move |(name, entry)| (namespace, name, entry))
+        });
+        for (namespace, name, entry) in all {
             let mut found = Announcement::default();
             for (interface, ips) in &decision.table {
                 let mut here = entry
@@ -226,8 +299,9 @@ impl PlanCache {
                 }
             }
             if !found.interfaces.is_empty() {
-                announced.insert(key.clone(), found);
+                let key = (namespace.clone(), name.clone());
                 objects.insert(key.clone(), entry.service.clone());
+                announced.insert(key, found);
             }
         }
         (announced, objects)
@@ -235,7 +309,10 @@ impl PlanCache {
 
     /// The Services as the cache holds them (for `runtime::decide` in tests and benches).
     pub fn service_infos(&self) -> impl Iterator<Item = &ServiceInfo> {
-        self.entries.values().map(|e| &e.info)
+        self.entries
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|e| &e.info)
     }
 
     /// How many Services the last update planned and the last decision elected for.
@@ -247,7 +324,7 @@ impl PlanCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{Snapshot, decide, node_info, pool_info, slices_by_service};
+    use crate::runtime::{Snapshot, decide, node_info, pool_info};
     use ferrolb_crds::IPAddressPool;
     use k8s_openapi::api::core::v1::Node;
     use proptest::prelude::*;
@@ -441,7 +518,7 @@ mod tests {
         fn update(&self, cache: &mut PlanCache) -> Decision {
             cache.update(
                 &self.services,
-                &slices_by_service(self.slices.clone()),
+                &self.slices,
                 pools(self.split_pools),
                 advertisement(self.advertisement),
                 self.node_infos(),

@@ -776,7 +776,7 @@ pub async fn run(
 
         plans.update(
             &service_objects,
-            &slices_by_service(slices.state()),
+            &slices.state(),
             pools.state().iter().filter_map(|p| pool_info(p)).collect(),
             advertisements
                 .state()
