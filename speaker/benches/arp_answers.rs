@@ -7,7 +7,8 @@
 //! 192.168.117.100; a "client" namespace on the same bridge sends ARP requests from a raw
 //! socket. Latency: one request at a time, time to its reply (REQUESTS samples, default
 //! 2,000). Sustained rate: REQUESTS requests paced at 10,000/s and at 50,000/s, replies
-//! counted (while pacing, and until 1 s after the last request).
+//! counted (while pacing, and until 1 s after the last request). Draws
+//! docs/charts/arp-answer-latency.png.
 
 // A benchmark: a panic is a failed run, with its message.
 #![allow(clippy::unwrap_used)]
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+mod chart;
 
 use common::{enter, raw_eth0};
 use ferrolb_lab::netns::{Segment, unique_prefix};
@@ -135,6 +138,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(2500));
         while client.rx.next().is_ok() {}
         let mut lines = Vec::new();
+        let mut distributions = Vec::new();
         for (who, target) in [
             ("kernel (own address)", "192.168.117.11"),
             ("ferrolb-speaker", "192.168.117.100"),
@@ -142,6 +146,10 @@ fn main() {
             let target: Ipv4Addr = target.parse().unwrap();
             latency(&mut client, target, 100); // warm-up
             let times = latency(&mut client, target, requests);
+            distributions.push((
+                who.to_string(),
+                times.iter().map(|t| t.as_secs_f64() * 1e3).collect::<Vec<f64>>(),
+            ));
             let us = |d: Duration| d.as_secs_f64() * 1e6;
             let rates: Vec<String> = [10_000u32, 50_000]
                 .iter()
@@ -159,6 +167,11 @@ fn main() {
                 rates.join(", "),
             ));
         }
+        chart::cdf(
+            "arp-answer-latency",
+            "ARP request to reply, one at a time: the kernel and the speaker",
+            &distributions,
+        );
         lines
     })
     .join()

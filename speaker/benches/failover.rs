@@ -6,7 +6,9 @@
 //!   FERROLB_BENCH_FAULT=kill|cut   only one kind of fault
 //!   FERROLB_PROBE_PERIOD_MS, FERROLB_PROBE_TIMEOUT_MS, FERROLB_SUSPECT_TIMEOUT_MS
 //!                                  the speakers' failure-detection timing
-//!   FERROLB_BENCH_CSV=FILE         every run's time, for charts
+//!   FERROLB_BENCH_CSV=FILE         every run's time, as CSV
+//!
+//! Draws docs/charts/failover-PERIOD-TIMEOUT-SUSPECT.png (the distribution of both faults).
 //!
 //! Each run: the client resolves 192.168.117.100 (a TCP connection attempt, so its kernel
 //! holds a neighbour entry, as a real client talking to the Service would), the owner goes
@@ -19,6 +21,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+
+mod chart;
 
 use std::time::{Duration, Instant};
 
@@ -176,6 +180,32 @@ fn measure() {
     println!(
         "speaker peak RSS (VmHWM, highest of the three, sampled before each fault): {:.1} MiB",
         peak_kib as f64 / 1024.0
+    );
+    let timing: Vec<String> = [
+        ("FERROLB_PROBE_PERIOD_MS", "100"),
+        ("FERROLB_PROBE_TIMEOUT_MS", "40"),
+        ("FERROLB_SUSPECT_TIMEOUT_MS", "200"),
+    ]
+    .iter()
+    .map(|(var, default)| std::env::var(var).unwrap_or_else(|_| default.to_string()))
+    .collect();
+    chart::cdf(
+        &format!("failover-{}", timing.join("-")),
+        &format!(
+            "Failover to the client's neighbour entry (probe {} ms, timeout {} ms, suspect {} ms)",
+            timing[0], timing[1], timing[2]
+        ),
+        &report
+            .iter()
+            .map(|(fault, times)| {
+                let name = if *fault == Fault::Kill {
+                    "owner's speaker SIGKILL"
+                } else {
+                    "owner's link cut"
+                };
+                (name.to_string(), times.iter().map(|t| ms(*t)).collect())
+            })
+            .collect::<Vec<_>>(),
     );
     if let Ok(path) = std::env::var("FERROLB_BENCH_CSV") {
         let mut csv = String::from("fault,run,milliseconds\n");

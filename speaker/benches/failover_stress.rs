@@ -8,10 +8,15 @@
 //!   FERROLB_PROBE_PERIOD_MS, FERROLB_PROBE_TIMEOUT_MS, FERROLB_SUSPECT_TIMEOUT_MS
 //!                                  the speakers' failure-detection timing
 //!
-//! Reported: requests sent per second, the owner's replies per second, each speaker's CPU
-//! (user + system, from /proc) over the run, and the false failovers. Every 2 s the client
-//! also asks with arping who answers; a check that gets no reply (its request lost among the
-//! flood's) is counted apart from one answered by another node.
+//! The flood alternates requests for the owner's LoadBalancer address (the speaker answers)
+//! and for the owner node's own address (the Linux kernel answers), so both answerers face the
+//! same load in the same run.
+//!
+//! Reported: requests sent per second for each address, the replies per second the client
+//! received from each (and the owner speaker's own count), each speaker's CPU (user + system,
+//! from /proc) over the run, and the false failovers. Every 2 s the client also asks with
+//! arping who answers; a check that gets no reply (its request lost among the flood's) is
+//! counted apart from one answered by another node.
 
 // A benchmark: a panic is a failed run, with its message.
 #![allow(clippy::unwrap_used)]
@@ -84,6 +89,9 @@ fn measure() {
             })
         })
         .collect();
+    let owner_index = NODES.iter().position(|n| *n == owner).unwrap();
+    let kernel_ip: Ipv4Addr = format!("192.168.117.{}", 11 + owner_index).parse().unwrap();
+    let vip: Ipv4Addr = IP.parse().unwrap();
     let sent = Arc::new(AtomicU64::new(0));
     let flood = {
         let (stop, sent, client) = (stop.clone(), sent.clone(), lab.client().name.clone());
@@ -91,12 +99,38 @@ fn measure() {
             enter(&client);
             let (mut tx, _rx) = raw_eth0(Duration::from_millis(1));
             let mac = MacAddr(0x02, 0xbe, 0x0c, 0, 0, 0x02);
-            let target: Ipv4Addr = IP.parse().unwrap();
-            let request = packet::arp_request(mac, "192.168.117.2".parse().unwrap(), target);
+            let asker: Ipv4Addr = "192.168.117.2".parse().unwrap();
+            let requests = [
+                packet::arp_request(mac, asker, vip),
+                packet::arp_request(mac, asker, kernel_ip),
+            ];
             while !stop.load(Ordering::Relaxed) {
-                for _ in 0..1000 {
-                    if let Some(Ok(())) = tx.send_to(&request, None) {
-                        sent.fetch_add(1, Ordering::Relaxed);
+                for _ in 0..500 {
+                    for request in &requests {
+                        if let Some(Ok(())) = tx.send_to(request, None) {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // Replies reach the client as unicast to the flood's MAC; counted by who they answer for.
+    let replies = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let counter = {
+        let (stop, replies, client) = (stop.clone(), replies.clone(), lab.client().name.clone());
+        std::thread::spawn(move || {
+            enter(&client);
+            let (_tx, mut rx) = raw_eth0(Duration::from_millis(100));
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(frame) = rx.next() else { continue };
+                // An ARP reply (ethertype 0x0806, operation 2): its sender address at 28..32.
+                if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2] {
+                    let from = Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+                    if from == vip {
+                        replies[0].fetch_add(1, Ordering::Relaxed);
+                    } else if from == kernel_ip {
+                        replies[1].fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -126,6 +160,7 @@ fn measure() {
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();
+    counter.join().unwrap();
     for burner in burners {
         burner.join().unwrap();
     }
@@ -141,11 +176,22 @@ fn measure() {
         }
     }
     let secs = elapsed.as_secs_f64();
+    let per_address = sent.load(Ordering::Relaxed) as f64 / 2.0 / secs;
     println!(
-        "{:.0} s, both cores busy, ARP flood for {IP} (owner {owner}): {:.0} requests/s sent, {:.0} replies/s from the owner",
+        "{:.0} s, both cores busy, ARP flood at {owner}: {:.0} requests/s sent, half for {IP} (its speaker answers), half for {kernel_ip} (its kernel answers)",
         secs,
-        sent.load(Ordering::Relaxed) as f64 / secs,
-        responses / secs
+        2.0 * per_address,
+    );
+    println!(
+        "speaker for {IP}: {:.0} replies/s received by the client ({:.0} /s sent by the speaker), {:.1} % of its requests",
+        replies[0].load(Ordering::Relaxed) as f64 / secs,
+        responses / secs,
+        replies[0].load(Ordering::Relaxed) as f64 / secs * 100.0 / per_address,
+    );
+    println!(
+        "kernel for {kernel_ip}: {:.0} replies/s received by the client, {:.1} % of its requests",
+        replies[1].load(Ordering::Relaxed) as f64 / secs,
+        replies[1].load(Ordering::Relaxed) as f64 / secs * 100.0 / per_address,
     );
     for (i, node) in NODES.iter().enumerate() {
         let cpu = cpu_time(lab.speaker(node).child.id()) - cpu_before[i];

@@ -1,10 +1,14 @@
 //! Benchmark (not a test): what one pass of the speaker's reconciler costs in CPU, as the
 //! number of Services and nodes grows. A pass runs after every change the speaker sees
-//! (debounced by 10 ms) and once a second: it rebuilds the snapshot of Services, their
-//! EndpointSlices, pools and nodes from the caches and re-plans every address (`decide`).
-//! Its cost is the speaker's CPU per change.
+//! (debounced by 10 ms) and once a second. `plan_cache` plans and elects again only the
+//! Services a change touched; the rest of a pass still walks every Service (comparing
+//! pointers), builds the owners and lists what this node announces.
 //!
 //!   cargo bench -p ferrolb-speaker --bench plan_cost
+//!
+//! Columns: a full pass (the first, or after pools, advertisements or nodes changed), a pass
+//! after one Service changed, a pass with nothing changed, and the same pass without the cache
+//! (`runtime::decide` over a fresh snapshot, as every pass was before the cache).
 //!
 //! Pure: no network, no API server. The objects are those of a cluster where each Service has
 //! one address from 198.18.0.0/15 (the benchmark range), every tenth has
@@ -14,14 +18,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrolb_crds::ip_address_pool::IPAddressPool;
 use ferrolb_crds::l2_advertisement::L2Advertisement;
+use ferrolb_speaker::plan_cache::{PlanCache, Work};
 use ferrolb_speaker::runtime::{
-    Snapshot, decide, node_info, pool_info, service_info, slices_by_service,
+    Snapshot, announced_services, decide, node_info, pool_info, service_info, slices_by_service,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -104,8 +109,42 @@ fn cluster(services: usize, nodes: usize) -> Cluster {
     }
 }
 
-/// One pass as the speaker's reconciler makes it: the snapshot from the caches, then the plan.
-fn pass(cluster: &Cluster, alive: &BTreeSet<String>) -> (Duration, Duration, usize) {
+/// The part of a pass the cache does not skip: the caches' objects, indexed.
+fn update(cache: &mut PlanCache, cluster: &Cluster) {
+    cache.update(
+        &cluster.services,
+        &cluster.slices,
+        cluster.pools.iter().filter_map(|p| pool_info(p)).collect(),
+        cluster
+            .advertisements
+            .iter()
+            .map(|a| (**a).clone())
+            .collect(),
+        cluster.nodes.iter().map(|n| node_info(n)).collect(),
+    );
+}
+
+/// One pass as the speaker's reconciler makes it: the cache brought up to date, the owners
+/// decided, the Services this node announces listed. Returns its duration and the work done.
+fn pass(cache: &mut PlanCache, cluster: &Cluster, alive: &BTreeSet<String>) -> (Duration, Work) {
+    let started = Instant::now();
+    update(cache, cluster);
+    let interfaces: BTreeSet<String> = ["eth0".to_string()].into();
+    let decision = cache.decide(
+        "node-0",
+        alive,
+        &BTreeSet::new(),
+        &interfaces,
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+    );
+    let announced = cache.announced(&decision);
+    std::hint::black_box(announced);
+    (started.elapsed(), cache.work())
+}
+
+/// A pass as it was before the cache: a fresh snapshot, every address planned and elected.
+fn uncached_pass(cluster: &Cluster, alive: &BTreeSet<String>) -> Duration {
     let started = Instant::now();
     let slices = slices_by_service(cluster.slices.clone());
     let snapshot = Snapshot {
@@ -125,49 +164,68 @@ fn pass(cluster: &Cluster, alive: &BTreeSet<String>) -> (Duration, Duration, usi
             .collect(),
         nodes: cluster.nodes.iter().map(|n| node_info(n)).collect(),
     };
-    let snapshot_took = started.elapsed();
-    let started = Instant::now();
     let interfaces: BTreeSet<String> = ["eth0".to_string()].into();
-    let current: BTreeMap<IpAddr, String> = BTreeMap::new();
     let decision = decide(
         &snapshot,
         "node-0",
         alive,
         &BTreeSet::new(),
         &interfaces,
-        &current,
+        &BTreeMap::new(),
         &BTreeMap::new(),
     );
-    (snapshot_took, started.elapsed(), decision.owners.len())
+    std::hint::black_box(announced_services(&snapshot, &decision));
+    started.elapsed()
+}
+
+/// One Service's object replaced, as a watch event does.
+fn touch(cluster: &mut Cluster, i: usize) {
+    let i = i % cluster.services.len();
+    let mut service = (*cluster.services[i]).clone();
+    service.metadata.resource_version = Some(format!("{i}-touched"));
+    cluster.services[i] = Arc::new(service);
+}
+
+fn median(mut runs: Vec<Duration>) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 fn main() {
     println!(
-        "| Services | nodes | addresses planned | snapshot (median) | plan (median) | whole pass per Service |"
+        "| Services | nodes | full pass (first, or pools/nodes changed) | pass after one Service changed | pass with nothing changed | without the cache | Services planned / addresses elected per change |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for nodes in [3, 24] {
         for services in [100, 1_000, 10_000] {
-            let cluster = cluster(services, nodes);
+            let mut cluster = cluster(services, nodes);
             let alive: BTreeSet<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
             let runs = if services >= 10_000 { 21 } else { 101 };
-            let mut snapshots = Vec::new();
-            let mut plans = Vec::new();
-            let mut planned = 0;
-            for _ in 0..runs {
-                let (snapshot, plan, owners) = pass(&cluster, &alive);
-                snapshots.push(snapshot);
-                plans.push(plan);
-                planned = owners;
+            let (mut full, mut changed, mut idle, mut uncached) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut work = Work::default();
+            for run in 0..runs {
+                let mut cache = PlanCache::default();
+                full.push(pass(&mut cache, &cluster, &alive).0);
+                touch(&mut cluster, run * 7919);
+                let (took, did) = pass(&mut cache, &cluster, &alive);
+                changed.push(took);
+                work = did;
+                idle.push(pass(&mut cache, &cluster, &alive).0);
+                uncached.push(uncached_pass(&cluster, &alive));
             }
-            snapshots.sort();
-            plans.sort();
-            let (snapshot, plan) = (snapshots[runs / 2], plans[runs / 2]);
             println!(
-                "| {services} | {nodes} | {planned} | {:.2} ms | {:.2} ms | {:.1} µs |",
-                snapshot.as_secs_f64() * 1e3,
-                plan.as_secs_f64() * 1e3,
-                (snapshot + plan).as_secs_f64() * 1e6 / services as f64
+                "| {services} | {nodes} | {} | {} | {} | {} | {} / {} |",
+                ms(median(full)),
+                ms(median(changed)),
+                ms(median(idle)),
+                ms(median(uncached)),
+                work.planned,
+                work.elected
             );
         }
     }

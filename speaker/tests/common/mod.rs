@@ -271,6 +271,8 @@ pub struct Lab {
     pub runtime: tokio::runtime::Runtime,
     pub dir: tempfile::TempDir,
     pub macs: Vec<String>,
+    /// The lab's nodes: `NODES`, or as many as `start_nodes` was given.
+    pub nodes: Vec<&'static str>,
     pub segment: Segment,
 }
 
@@ -279,9 +281,21 @@ impl Lab {
     /// `myapp` holding 192.168.117.100 and 2001:db8::100 with an endpoint on every node.
     /// Must run on a thread of its own: the thread enters the "api" namespace.
     pub fn start() -> Self {
+        Lab::start_nodes(&NODES)
+    }
+
+    /// `node-1` … `node-{count}`: the lab of `start` with more (or fewer) nodes.
+    pub fn start_with(count: usize) -> Self {
+        let nodes: Vec<&'static str> = (1..=count)
+            .map(|i| &*Box::leak(format!("node-{i}").into_boxed_str()))
+            .collect();
+        Lab::start_nodes(&nodes)
+    }
+
+    fn start_nodes(nodes: &[&'static str]) -> Self {
         let mut segment = Segment::create(&unique_prefix("fe")).unwrap();
         segment.add_host("api", &["192.168.117.250/24"]).unwrap();
-        for (i, node) in NODES.iter().enumerate() {
+        for (i, node) in nodes.iter().enumerate() {
             segment
                 .add_host(
                     node,
@@ -295,7 +309,7 @@ impl Lab {
         segment
             .add_host("client", &["192.168.117.2/24", "2001:db8::2/64"])
             .unwrap();
-        let macs: Vec<String> = NODES
+        let macs: Vec<String> = nodes
             .iter()
             .map(|n| segment.host(n).unwrap().mac("eth0").unwrap())
             .collect();
@@ -373,7 +387,7 @@ impl Lab {
             create_all(&admin, kustomize_resources(&repo_root().join("config")).unwrap()).await.unwrap();
         }
         create_all(&admin, folder_documents(&repo_root().join("config/samples")).unwrap()).await.unwrap();
-        let mut objects: Vec<serde_json::Value> = NODES
+        let mut objects: Vec<serde_json::Value> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| node_object(n, &format!("192.168.117.{}", 11 + i)))
@@ -393,16 +407,16 @@ impl Lab {
             "metadata": {"name": "myapp-1", "namespace": "default",
                          "labels": {"kubernetes.io/service-name": "myapp"}},
             "addressType": "IPv4",
-            "endpoints": NODES.iter().enumerate().map(|(i, n)| json!({
+            "endpoints": nodes.iter().enumerate().map(|(i, n)| json!({
                 "addresses": [format!("10.244.{i}.10")], "nodeName": n,
                 "conditions": {"ready": true, "serving": true}})).collect::<Vec<_>>(),
             "ports": [{"port": 80, "protocol": "TCP"}]}));
         create_all(&admin, objects).await.unwrap();
         // Status is not taken on create (a subresource), as with kube-apiserver.
-        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin.clone());
-        for (i, node) in NODES.iter().enumerate() {
+        let node_api: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin.clone());
+        for (i, node) in nodes.iter().enumerate() {
             let status = json!({"status": node_object(node, &format!("192.168.117.{}", 11 + i))["status"]});
-            nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+            node_api.patch_status(node, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
         }
         // The controller's part, done by hand: this test is about the speakers.
         let services: Api<Service> = Api::namespaced(admin.clone(), "default");
@@ -410,7 +424,7 @@ impl Lab {
             {"ip": "192.168.117.100", "ipMode": "VIP"}, {"ip": "2001:db8::100", "ipMode": "VIP"}]}}});
         services.patch_status("myapp", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     });
-        let speakers = NODES
+        let speakers = nodes
             .iter()
             .map(|n| {
                 Some(Speaker::start(
@@ -428,8 +442,13 @@ impl Lab {
             runtime,
             dir,
             macs,
+            nodes: nodes.to_vec(),
             segment,
         }
+    }
+
+    fn index_of(&self, node: &str) -> usize {
+        self.nodes.iter().position(|n| *n == node).unwrap()
     }
 
     pub fn client(&self) -> &Netns {
@@ -437,11 +456,11 @@ impl Lab {
     }
 
     pub fn mac_of(&self, node: &str) -> String {
-        self.macs[NODES.iter().position(|n| *n == node).unwrap()].clone()
+        self.macs[self.index_of(node)].clone()
     }
 
     pub fn kill(&mut self, node: &str) {
-        let index = NODES.iter().position(|n| *n == node).unwrap();
+        let index = self.index_of(node);
         if let Some(mut speaker) = self.speakers[index].take() {
             speaker.kill();
         }
@@ -449,7 +468,7 @@ impl Lab {
 
     /// Stops the speaker of `node` with SIGTERM; returns its log.
     pub fn terminate(&mut self, node: &str) -> Vec<String> {
-        let index = NODES.iter().position(|n| *n == node).unwrap();
+        let index = self.index_of(node);
         let Some(mut speaker) = self.speakers[index].take() else {
             return Vec::new();
         };
@@ -473,7 +492,7 @@ impl Lab {
                 "metadata": {"name": format!("{name}-1"), "namespace": "default",
                              "labels": {"kubernetes.io/service-name": name}},
                 "addressType": "IPv4",
-                "endpoints": NODES.iter().enumerate().map(|(i, n)| json!({
+                "endpoints": self.nodes.iter().enumerate().map(|(i, n)| json!({
                     "addresses": [format!("10.244.{i}.10")], "nodeName": n,
                     "conditions": {"ready": true, "serving": true}})).collect::<Vec<_>>(),
                 "ports": [{"port": 80, "protocol": "TCP"}]}),
@@ -492,7 +511,7 @@ impl Lab {
 
     /// Starts (again) the speaker of `node`.
     pub fn start_speaker(&mut self, node: &str) {
-        let index = NODES.iter().position(|n| *n == node).unwrap();
+        let index = self.index_of(node);
         let netns = self.segment.host(node).unwrap();
         self.speakers[index] = Some(Speaker::start(
             netns,
@@ -511,9 +530,7 @@ impl Lab {
     }
 
     pub fn speaker(&self, node: &str) -> &Speaker {
-        self.speakers[NODES.iter().position(|n| *n == node).unwrap()]
-            .as_ref()
-            .unwrap()
+        self.speakers[self.index_of(node)].as_ref().unwrap()
     }
 
     /// Runs a future against the API server (its sockets live in the "api" namespace).
@@ -552,7 +569,7 @@ impl Lab {
             let [mac] = answers.as_slice() else {
                 return None;
             };
-            NODES.iter().copied().find(|n| self.mac_of(n) == *mac)
+            self.nodes.iter().copied().find(|n| self.mac_of(n) == *mac)
         })
     }
 
@@ -586,10 +603,11 @@ impl Drop for Lab {
             speaker.kill();
         }
         if let Some((admin, namespaces, host_netns)) = self.existing.take() {
+            let nodes = self.nodes.clone();
             // Dropped on a thread standing in "api": kubectl runs from the host's namespace.
             std::thread::spawn(move || {
                 nix::sched::setns(host_netns, CloneFlags::CLONE_NEWNET).unwrap();
-                let objects: Vec<String> = NODES
+                let objects: Vec<String> = nodes
                     .iter()
                     .map(|n| format!("node/{n}"))
                     .chain(["endpointslice/myapp-1".to_string()])
