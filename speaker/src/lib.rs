@@ -4,6 +4,7 @@
 //! tested without a cluster or a network.
 
 pub mod announce_policy;
+pub mod cache_trim;
 pub mod conflict;
 pub mod election;
 pub mod frame_filter;

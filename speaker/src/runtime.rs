@@ -25,6 +25,7 @@ use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::announce_policy::{NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
+use crate::cache_trim;
 use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
@@ -354,7 +355,7 @@ fn internal_ip(node: &Node) -> Option<IpAddr> {
         .and_then(|a| a.address.parse().ok())
 }
 
-fn spawn_reflector<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+fn spawn_reflector<K>(api: Api<K>, changed: Arc<Notify>, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -365,7 +366,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, ferrolb_ops::lean_watch(api, |_| {}));
+    let stream = reflector::reflector(writer, ferrolb_ops::lean_watch(api, trim));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -540,24 +541,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
     let mut api_ok = spawn_api_probe(client.clone());
-    let services = spawn_reflector::<Service>(Api::all(client.clone()), changed.clone());
-    let slices = spawn_reflector::<EndpointSlice>(Api::all(client.clone()), changed.clone());
-    let nodes = spawn_reflector::<Node>(Api::all(client.clone()), changed.clone());
+    let services = spawn_reflector::<Service>(
+        Api::all(client.clone()),
+        changed.clone(),
+        cache_trim::trim_service,
+    );
+    let slices = spawn_reflector::<EndpointSlice>(
+        Api::all(client.clone()),
+        changed.clone(),
+        cache_trim::trim_endpoint_slice,
+    );
+    let nodes = spawn_reflector::<Node>(Api::all(client.clone()), changed.clone(), |_| {});
     let pools = spawn_reflector::<IPAddressPool>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
     );
     let advertisements = spawn_reflector::<L2Advertisement>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
     );
     let statuses = spawn_reflector::<ferrolb_crds::ServiceL2Status>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
     );
     let leases = spawn_reflector::<Lease>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
     );
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
     // Read before the renewer clears the mark the previous speaker left.
