@@ -22,7 +22,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::announce_policy::{NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
 use crate::l2_status::{Announcement, ServiceKey};
 use crate::node_interfaces::Interfaces;
-use crate::runtime::{Decision, elect_owner, service_info};
+use crate::runtime::{Decision, announcement_of, elect_owner, record_owner, service_info};
 
 /// What a plan depends on besides the Service and its slices.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -250,17 +250,7 @@ impl PlanCache {
                 let Some(owner) = elected.as_ref().and_then(|e| e.owner.as_ref()) else {
                     continue;
                 };
-                decision.owners.insert(plan.ip, owner.clone());
-                if owner != me {
-                    continue;
-                }
-                let on: Vec<String> = match plan.interfaces.get(me) {
-                    Some(Some(listed)) => listed.intersection(interfaces).cloned().collect(),
-                    _ => interfaces.iter().cloned().collect(),
-                };
-                for interface in on {
-                    decision.table.entry(interface).or_default().insert(plan.ip);
-                }
+                record_owner(&mut decision, plan, owner, me, interfaces);
             }
         }
         decision
@@ -285,20 +275,7 @@ impl PlanCache {
                 .map(move |(name, entry)| (namespace, name, entry))
         });
         for (namespace, name, entry) in all {
-            let mut found = Announcement::default();
-            for (interface, ips) in &decision.table {
-                let mut here = entry
-                    .info
-                    .ips
-                    .iter()
-                    .filter(|ip| ips.contains(ip))
-                    .peekable();
-                if here.peek().is_some() {
-                    found.interfaces.insert(interface.clone());
-                    found.addresses.extend(here);
-                }
-            }
-            if !found.interfaces.is_empty() {
+            if let Some(found) = announcement_of(&entry.info.ips, &decision.table) {
                 let key = (namespace.clone(), name.clone());
                 objects.insert(key.clone(), entry.service.clone());
                 announced.insert(key, found);

@@ -160,20 +160,45 @@ pub fn decide(
             let Some(owner) = elect_owner(&plan, current_owner, alive, held, known) else {
                 continue;
             };
-            decision.owners.insert(plan.ip, owner.to_string());
-            if owner != me {
-                continue;
-            }
-            let on: Vec<String> = match plan.interfaces.get(me) {
-                Some(Some(listed)) => listed.intersection(interfaces).cloned().collect(),
-                _ => interfaces.iter().cloned().collect(),
-            };
-            for interface in on {
-                decision.table.entry(interface).or_default().insert(plan.ip);
-            }
+            record_owner(&mut decision, &plan, owner, me, interfaces);
         }
     }
     decision
+}
+
+/// Records `owner` for a planned address and, when it is this node, the interfaces it answers
+/// on.
+pub fn record_owner(
+    decision: &mut Decision,
+    plan: &Plan,
+    owner: &str,
+    me: &str,
+    interfaces: &BTreeSet<String>,
+) {
+    decision.owners.insert(plan.ip, owner.to_string());
+    if owner != me {
+        return;
+    }
+    let on: Vec<String> = match plan.interfaces.get(me) {
+        Some(Some(listed)) => listed.intersection(interfaces).cloned().collect(),
+        _ => interfaces.iter().cloned().collect(),
+    };
+    for interface in on {
+        decision.table.entry(interface).or_default().insert(plan.ip);
+    }
+}
+
+/// What this node announces of a Service holding `ips`: `None` if nothing.
+pub fn announcement_of(ips: &[IpAddr], table: &Table) -> Option<Announcement> {
+    let mut found = Announcement::default();
+    for (interface, answered) in table {
+        let mut here = ips.iter().filter(|ip| answered.contains(ip)).peekable();
+        if here.peek().is_some() {
+            found.interfaces.insert(interface.clone());
+            found.addresses.extend(here);
+        }
+    }
+    (!found.interfaces.is_empty()).then_some(found)
 }
 
 /// The owner of one planned address among the live candidates able to announce it (see
@@ -210,20 +235,7 @@ pub fn announced_services(
 ) -> BTreeMap<ServiceKey, Announcement> {
     let mut announced = BTreeMap::new();
     for service in &snapshot.services {
-        let mut found = Announcement::default();
-        for (interface, ips) in &decision.table {
-            let here: Vec<IpAddr> = service
-                .ips
-                .iter()
-                .filter(|ip| ips.contains(ip))
-                .copied()
-                .collect();
-            if !here.is_empty() {
-                found.interfaces.insert(interface.clone());
-                found.addresses.extend(here);
-            }
-        }
-        if !found.interfaces.is_empty() {
+        if let Some(found) = announcement_of(&service.ips, &decision.table) {
             announced.insert((service.namespace.clone(), service.name.clone()), found);
         }
     }
