@@ -24,6 +24,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+mod process_stats;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,27 +33,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ferrolb_speaker::packet::{self, MacAddr};
+use process_stats::cpu_time;
 
 const IP: &str = "192.168.117.100";
-
-/// User + system CPU time a process has used.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat: 12 and 13 after the command.
-    let clock_ticks = 100; // USER_HZ on Linux
-    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
-}
 
 fn main() {
     // The lab's thread enters the "api" namespace: not the main thread, whose namespace

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use ferrolb_crds::ip_address_pool::IPAddressPool;
 use ferrolb_crds::l2_advertisement::L2Advertisement;
+use ferrolb_speaker::announce_policy::{NodeInfo, PoolInfo};
 use ferrolb_speaker::plan_cache::{PlanCache, Work};
 use ferrolb_speaker::runtime::{
     Snapshot, announced_services, decide, node_info, pool_info, service_info, slices_by_service,
@@ -109,18 +110,26 @@ fn cluster(services: usize, nodes: usize) -> Cluster {
     }
 }
 
+impl Cluster {
+    /// The pools, advertisements and nodes as a pass reads them.
+    fn inputs(&self) -> (Vec<PoolInfo>, Vec<L2Advertisement>, Vec<NodeInfo>) {
+        (
+            self.pools.iter().filter_map(|p| pool_info(p)).collect(),
+            self.advertisements.iter().map(|a| (**a).clone()).collect(),
+            self.nodes.iter().map(|n| node_info(n)).collect(),
+        )
+    }
+}
+
 /// The part of a pass the cache does not skip: the caches' objects, indexed.
 fn update(cache: &mut PlanCache, cluster: &Cluster) {
+    let (pools, advertisements, nodes) = cluster.inputs();
     cache.update(
         &cluster.services,
         &cluster.slices,
-        cluster.pools.iter().filter_map(|p| pool_info(p)).collect(),
-        cluster
-            .advertisements
-            .iter()
-            .map(|a| (**a).clone())
-            .collect(),
-        cluster.nodes.iter().map(|n| node_info(n)).collect(),
+        pools,
+        advertisements,
+        nodes,
     );
 }
 
@@ -147,6 +156,7 @@ fn pass(cache: &mut PlanCache, cluster: &Cluster, alive: &BTreeSet<String>) -> (
 fn uncached_pass(cluster: &Cluster, alive: &BTreeSet<String>) -> Duration {
     let started = Instant::now();
     let slices = slices_by_service(cluster.slices.clone());
+    let (pools, advertisements, nodes) = cluster.inputs();
     let snapshot = Snapshot {
         services: cluster
             .services
@@ -156,13 +166,9 @@ fn uncached_pass(cluster: &Cluster, alive: &BTreeSet<String>) -> Duration {
                 service_info(s, slices.get(&key).map(Vec::as_slice).unwrap_or_default())
             })
             .collect(),
-        pools: cluster.pools.iter().filter_map(|p| pool_info(p)).collect(),
-        advertisements: cluster
-            .advertisements
-            .iter()
-            .map(|a| (**a).clone())
-            .collect(),
-        nodes: cluster.nodes.iter().map(|n| node_info(n)).collect(),
+        pools,
+        advertisements,
+        nodes,
     };
     let interfaces: BTreeSet<String> = ["eth0".to_string()].into();
     let decision = decide(

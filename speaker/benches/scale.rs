@@ -29,6 +29,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+mod process_stats;
+
 mod chart;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use process_stats::{cpu_time, peak_rss_mib};
 use serde_json::json;
 
 const CLIENT_MAC: MacAddr = MacAddr(0x02, 0xbe, 0x0c, 0, 0, 0x03);
@@ -55,32 +58,6 @@ fn address(i: usize) -> Ipv6Addr {
 /// An address given to a Service by a "Service change": outside the first part's range.
 fn extra_address(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 2, i as u16)
-}
-
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-/// Peak resident memory of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
