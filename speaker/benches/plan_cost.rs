@@ -1,13 +1,15 @@
 //! Benchmark (not a test): what one pass of the speaker's reconciler costs in CPU, as the
 //! number of Services and nodes grows. A pass runs after every change the speaker sees
-//! (debounced by 10 ms) and once a second. `plan_cache` plans and elects again only the
-//! Services a change touched; the rest of a pass still walks every Service (comparing
-//! pointers), builds the owners and lists what this node announces.
+//! (debounced by 10 ms) and once a second. The watches name the Services a change touched
+//! (`watch_changes`); `plan_cache` plans and elects again only those and corrects the owners,
+//! this node's table and what it announces address by address. After a relist the watches
+//! name nothing, and a pass walks every Service comparing pointers to find what changed.
 //!
 //!   cargo bench -p ferrolb-speaker --bench plan_cost
 //!
 //! Columns: a full pass (the first, or after pools, advertisements or nodes changed), a pass
-//! after one Service changed, a pass with nothing changed, and the same pass without the cache
+//! after a watch named one changed Service, a pass with nothing changed, a pass that finds one
+//! changed Service by walking them all (after a relist), and a pass without the cache
 //! (`runtime::decide` over a fresh snapshot, as every pass was before the cache).
 //!
 //! Pure: no network, no API server. The objects are those of a cluster where each Service has
@@ -25,10 +27,12 @@ use std::time::{Duration, Instant};
 use ferrolb_crds::ip_address_pool::IPAddressPool;
 use ferrolb_crds::l2_advertisement::L2Advertisement;
 use ferrolb_speaker::announce_policy::{NodeInfo, PoolInfo};
+use ferrolb_speaker::l2_status::ServiceKey;
 use ferrolb_speaker::plan_cache::{PlanCache, Work};
 use ferrolb_speaker::runtime::{
     Snapshot, announced_services, decide, node_info, pool_info, service_info, slices_by_service,
 };
+use ferrolb_speaker::watch_changes::Touched;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -121,33 +125,55 @@ impl Cluster {
     }
 }
 
-/// The part of a pass the cache does not skip: the caches' objects, indexed.
-fn update(cache: &mut PlanCache, cluster: &Cluster) {
+/// Brings the cache up to date: with every object (`touched: None`, as after a relist), or
+/// with the Services a watch named.
+fn update(cache: &mut PlanCache, cluster: &Cluster, touched: Option<&BTreeSet<ServiceKey>>) {
     let (pools, advertisements, nodes) = cluster.inputs();
-    cache.update(
-        &cluster.services,
-        &cluster.slices,
-        pools,
-        advertisements,
-        nodes,
-    );
+    match touched {
+        None => cache.update(
+            &cluster.services,
+            &cluster.slices,
+            pools,
+            advertisements,
+            nodes,
+        ),
+        Some(keys) => cache.update_services(
+            keys.iter().map(|key| {
+                // The bench's Service svc-N has the one slice at index N.
+                let i: usize = key.1.trim_start_matches("svc-").parse().unwrap();
+                let found = (cluster.services[i].clone(), vec![cluster.slices[i].clone()]);
+                (key.clone(), Some(found))
+            }),
+            pools,
+            advertisements,
+            nodes,
+        ),
+    }
 }
 
 /// One pass as the speaker's reconciler makes it: the cache brought up to date, the owners
-/// decided, the Services this node announces listed. Returns its duration and the work done.
-fn pass(cache: &mut PlanCache, cluster: &Cluster, alive: &BTreeSet<String>) -> (Duration, Work) {
+/// decided, the Services this node announces corrected. Returns its duration and the work
+/// done.
+fn pass(
+    cache: &mut PlanCache,
+    cluster: &Cluster,
+    alive: &BTreeSet<String>,
+    touched: Option<&BTreeSet<ServiceKey>>,
+) -> (Duration, Work) {
     let started = Instant::now();
-    update(cache, cluster);
+    update(cache, cluster, touched);
     let interfaces: BTreeSet<String> = ["eth0".to_string()].into();
-    let decision = cache.decide(
+    let changed = cache.decide(
         "node-0",
         alive,
         &BTreeSet::new(),
         &interfaces,
-        &BTreeMap::new(),
+        |_| None,
+        &Touched::default(),
         &BTreeMap::new(),
     );
-    let announced = cache.announced(&decision);
+    let table = cache.decision().table.clone();
+    let announced = cache.announce(&table, &Touched::Some(changed.table));
     std::hint::black_box(announced);
     (started.elapsed(), cache.work())
 }
@@ -184,12 +210,13 @@ fn uncached_pass(cluster: &Cluster, alive: &BTreeSet<String>) -> Duration {
     started.elapsed()
 }
 
-/// One Service's object replaced, as a watch event does.
-fn touch(cluster: &mut Cluster, i: usize) {
+/// One Service's object replaced, as a watch event does; returns its key.
+fn touch(cluster: &mut Cluster, i: usize) -> BTreeSet<ServiceKey> {
     let i = i % cluster.services.len();
     let mut service = (*cluster.services[i]).clone();
     service.metadata.resource_version = Some(format!("{i}-touched"));
     cluster.services[i] = Arc::new(service);
+    BTreeSet::from([("default".to_string(), format!("svc-{i}"))])
 }
 
 fn median(mut runs: Vec<Duration>) -> Duration {
@@ -198,37 +225,45 @@ fn median(mut runs: Vec<Duration>) -> Duration {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    if d < Duration::from_millis(1) {
+        format!("{:.0} µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
 }
 
 fn main() {
     println!(
-        "| Services | nodes | full pass (first, or pools/nodes changed) | pass after one Service changed | pass with nothing changed | without the cache | Services planned / addresses elected per change |"
+        "| Services | nodes | full pass (first, or pools/nodes changed) | pass after a watch named one changed Service | pass with nothing changed | one change found by walking every Service (after a relist) | without the cache | Services planned / addresses elected per change |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let nothing = BTreeSet::new();
     for nodes in [3, 24] {
         for services in [100, 1_000, 10_000] {
             let mut cluster = cluster(services, nodes);
             let alive: BTreeSet<String> = (0..nodes).map(|i| format!("node-{i}")).collect();
             let runs = if services >= 10_000 { 21 } else { 101 };
-            let (mut full, mut changed, mut idle, mut uncached) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut full, mut changed, mut idle, mut walked, mut uncached) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut work = Work::default();
             for run in 0..runs {
                 let mut cache = PlanCache::default();
-                full.push(pass(&mut cache, &cluster, &alive).0);
-                touch(&mut cluster, run * 7919);
-                let (took, did) = pass(&mut cache, &cluster, &alive);
+                full.push(pass(&mut cache, &cluster, &alive, None).0);
+                let touched = touch(&mut cluster, run * 7919);
+                let (took, did) = pass(&mut cache, &cluster, &alive, Some(&touched));
                 changed.push(took);
                 work = did;
-                idle.push(pass(&mut cache, &cluster, &alive).0);
+                idle.push(pass(&mut cache, &cluster, &alive, Some(&nothing)).0);
+                touch(&mut cluster, run * 7919 + 1);
+                walked.push(pass(&mut cache, &cluster, &alive, None).0);
                 uncached.push(uncached_pass(&cluster, &alive));
             }
             println!(
-                "| {services} | {nodes} | {} | {} | {} | {} | {} / {} |",
+                "| {services} | {nodes} | {} | {} | {} | {} | {} | {} / {} |",
                 ms(median(full)),
                 ms(median(changed)),
                 ms(median(idle)),
+                ms(median(walked)),
                 ms(median(uncached)),
                 work.planned,
                 work.elected

@@ -21,6 +21,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::watch_changes::Touched;
+
 pub const NODE_LABEL: &str = "metallb.io/node";
 pub const SERVICE_NAME_LABEL: &str = "metallb.io/service-name";
 pub const SERVICE_NAMESPACE_LABEL: &str = "metallb.io/service-namespace";
@@ -174,16 +176,19 @@ impl StatusWriter {
         }
     }
 
-    /// Brings the objects in `current` (the cache of every ServiceL2Status) in line with what
-    /// this node announces, and removes the objects of nodes gossip finds dead for the
-    /// Services it announces (a dead node cannot remove its own). Returns false if a write
-    /// failed; the next sync retries it.
+    /// Brings the objects in `current` (from the cache of every ServiceL2Status) in line with
+    /// what this node announces, and removes the objects of nodes gossip finds dead for the
+    /// Services it announces (a dead node cannot remove its own). `scope` names the Services
+    /// to look at (`current` holds at least all their objects), or all. Returns false if a
+    /// write failed; the next sync retries it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &mut self,
         announced: &BTreeMap<ServiceKey, Announcement>,
         services: &BTreeMap<ServiceKey, Arc<Service>>,
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
+        scope: &Touched<ServiceKey>,
         generations: &BTreeMap<ServiceKey, u64>,
         still_announced: &(dyn Fn(&ServiceKey) -> bool + Send + Sync),
     ) -> bool {
@@ -192,7 +197,7 @@ impl StatusWriter {
         let mut mine: BTreeMap<ServiceKey, &ServiceL2Status> = BTreeMap::new();
         for object in current {
             let node = object.labels().get(NODE_LABEL).cloned().unwrap_or_default();
-            let Some(key) = service_of(object) else {
+            let Some(key) = service_of(object).filter(|key| scope.contains(key)) else {
                 continue;
             };
             if node == self.node {
@@ -208,7 +213,14 @@ impl StatusWriter {
                 all_ok &= self.delete(&api, &object.name_any()).await;
             }
         }
-        for (key, announcement) in announced {
+        let to_look_at: Vec<(&ServiceKey, &Announcement)> = match scope {
+            Touched::Everything => announced.iter().collect(),
+            Touched::Some(keys) => keys
+                .iter()
+                .filter_map(|key| announced.get_key_value(key))
+                .collect(),
+        };
+        for (key, announcement) in to_look_at {
             let interfaces = &announcement.interfaces;
             let existing = mine.get(key);
             let recorded = existing.is_some_and(|o| records_addresses(o, &announcement.addresses));
@@ -285,7 +297,14 @@ impl StatusWriter {
                 self.events.insert(key.clone(), generation);
             }
         }
-        self.events.retain(|key, _| announced.contains_key(key));
+        match scope {
+            Touched::Everything => self.events.retain(|key, _| announced.contains_key(key)),
+            Touched::Some(keys) => {
+                for key in keys.iter().filter(|key| !announced.contains_key(*key)) {
+                    self.events.remove(key);
+                }
+            }
+        }
         all_ok
     }
 

@@ -2,9 +2,13 @@
 //! L2Advertisements), keeps the announce plan, elects an owner for each address among the
 //! live speakers, and gives the responder the addresses this node owns.
 //!
-//! Every change starts a pass, debounced, over what the caches hold. The pass keeps the result
-//! a pure function of the inputs (`decide` is that function), while `plan_cache` plans and
-//! elects again only what changed since the last pass.
+//! Every change starts a pass, debounced. The pass keeps the result a pure function of the
+//! inputs (`decide` is that function), while its cost follows what changed: the watches name
+//! the Services and ServiceL2Status objects they touched (`watch_changes`), `plan_cache` plans
+//! and elects again only those and the addresses whose current owner moved (`owner_claims`),
+//! and the status writer looks only at the Services whose objects or announcement changed.
+//! Pools, advertisements, nodes and membership changes, relists and a periodic resync still
+//! look at everything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +22,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
 
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
@@ -29,11 +34,13 @@ use crate::cache_trim;
 use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
 use crate::heartbeat::{self, Heartbeats};
-use crate::l2_status::{Announcement, ServiceKey, StatusWriter, current_owners, service_reference};
+use crate::l2_status::{Announcement, ServiceKey, StatusWriter, service_reference};
 use crate::node_interfaces::{Interfaces, able_to_announce};
-use crate::plan_cache::PlanCache;
+use crate::owner_claims::OwnerClaims;
+use crate::plan_cache::{Announced, AnnouncedObjects, PlanCache};
 use crate::quorum::{Standing, standing};
 use crate::responder::{Responder, Table};
+use crate::watch_changes::{Touched, WatchChanges};
 
 const ALLOCATED_FROM_POOL: &str = "metallb.io/ip-allocated-from-pool";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -63,20 +70,14 @@ async fn fresh_statuses(
     }
 }
 
-/// The owners the election keeps: those the ServiceL2Status objects name (the cache, and a
-/// fresh read after a step-down), except that this node's own objects count only for the
-/// addresses it answers now; a node back from a crash or a cut holds nothing by its old
-/// objects. A speaker `resuming` after a restart its peers held its addresses for takes them
-/// back by its objects.
-fn owners_to_keep(
+/// The ServiceL2Status objects the election reads its current owners from: the cache's, and
+/// after a step-down a fresh read's; of an object in both, the newer version.
+fn newest_objects(
     cached: &[Arc<ferrolb_crds::ServiceL2Status>],
     fresh: &[Arc<ferrolb_crds::ServiceL2Status>],
-    me: &str,
-    answering: &Table,
-    resuming: bool,
-) -> BTreeMap<IpAddr, String> {
-    // The same object in both: the newer version wins (resourceVersions are opaque to
-    // clients, but both copies come from one API server; an unreadable one loses).
+) -> Vec<Arc<ferrolb_crds::ServiceL2Status>> {
+    // resourceVersions are opaque to clients, but both copies come from one API server; an
+    // unreadable one loses.
     let version = |o: &ferrolb_crds::ServiceL2Status| {
         o.metadata
             .resource_version
@@ -93,12 +94,20 @@ fn owners_to_keep(
             }
         }
     }
-    let objects: Vec<Arc<ferrolb_crds::ServiceL2Status>> = objects.into_values().collect();
-    let answered: BTreeSet<&IpAddr> = answering.values().flatten().collect();
-    current_owners(&objects, |ip, node| {
-        node != me || resuming || answered.contains(ip)
-    })
+    objects.into_values().collect()
 }
+
+/// Whether a node's claim on an address counts for the election: this node's own objects
+/// count only for the addresses it answers now (a node back from a crash or a cut holds
+/// nothing by its old objects), unless it is `resuming` after a restart its peers held its
+/// addresses for, when it takes them back by its objects.
+fn claim_counts(node: &str, me: &str, resuming: bool, answering: bool) -> bool {
+    node != me || resuming || answering
+}
+
+/// How often the status writer reconciles everything even when nothing it watches changed: a
+/// write the API server acknowledged and then lost shows in no watch.
+const STATUS_RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// How often a peer that gossip does not count alive is introduced again.
 const REINTRODUCE_EVERY: Duration = Duration::from_secs(2);
@@ -179,12 +188,17 @@ pub fn record_owner(
     if owner != me {
         return;
     }
-    let on: Vec<String> = match plan.interfaces.get(me) {
+    for interface in answering_on(plan, me, interfaces) {
+        decision.table.entry(interface).or_default().insert(plan.ip);
+    }
+}
+
+/// The interfaces this node answers on for a planned address it owns: those the plan lists
+/// for it that it has, or all it has.
+pub fn answering_on(plan: &Plan, me: &str, interfaces: &BTreeSet<String>) -> Vec<String> {
+    match plan.interfaces.get(me) {
         Some(Some(listed)) => listed.intersection(interfaces).cloned().collect(),
         _ => interfaces.iter().cloned().collect(),
-    };
-    for interface in on {
-        decision.table.entry(interface).or_default().insert(plan.ip);
     }
 }
 
@@ -367,7 +381,29 @@ fn internal_ip(node: &Node) -> Option<IpAddr> {
         .and_then(|a| a.address.parse().ok())
 }
 
-fn spawn_reflector<K>(api: Api<K>, changed: Arc<Notify>, trim: fn(&mut K)) -> Store<K>
+fn lock(watched: &std::sync::Mutex<WatchChanges>) -> std::sync::MutexGuard<'_, WatchChanges> {
+    // Nothing can panic while holding it; a poisoned lock still holds sound notes.
+    watched
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A reflector's `follow` that notes its events in `watched`.
+fn follow<K: 'static>(
+    watched: &Arc<std::sync::Mutex<WatchChanges>>,
+    record: fn(&mut WatchChanges, &watcher::Event<K>),
+) -> impl FnMut(&watcher::Event<K>) + Send + 'static {
+    let watched = watched.clone();
+    move |event| record(&mut lock(&watched), event)
+}
+
+/// Keeps a cache of `K`; `follow` sees every event after the cache has taken it in.
+fn spawn_reflector<K>(
+    api: Api<K>,
+    changed: Arc<Notify>,
+    trim: fn(&mut K),
+    mut follow: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -383,7 +419,10 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(event) => {
+                    follow(&event);
+                    changed.notify_one();
+                }
                 Err(e) => warn!(error = %e, "watch error"),
             }
         }
@@ -421,16 +460,53 @@ fn spawn_api_probe(client: Client) -> watch::Receiver<bool> {
     reachable
 }
 
-/// What the status writer should make the cluster show, and what it shows now.
+/// What the status writer should make the cluster show.
 #[derive(Clone)]
 struct StatusWork {
-    announced: BTreeMap<ServiceKey, Announcement>,
-    services: BTreeMap<ServiceKey, Arc<Service>>,
+    announced: Announced,
+    services: AnnouncedObjects,
     alive: BTreeSet<String>,
-    current: Vec<Arc<ferrolb_crds::ServiceL2Status>>,
     /// Per announced Service, a number that grows each time this node starts answering
     /// addresses of it it did not answer the pass before (see `l2_status`).
     generations: BTreeMap<ServiceKey, u64>,
+}
+
+/// Where the status writer reads what the cluster shows now, and which Services to look at.
+struct StatusSources {
+    objects: Store<ferrolb_crds::ServiceL2Status>,
+    namespace: String,
+    watched: Arc<std::sync::Mutex<WatchChanges>>,
+    /// The Services whose objects or announcement changed since the writer last looked.
+    to_sync: Arc<std::sync::Mutex<Touched<ServiceKey>>>,
+}
+
+impl StatusSources {
+    /// Takes the Services to look at and their objects as the cache holds them now.
+    fn take(&self) -> (Touched<ServiceKey>, Vec<Arc<ferrolb_crds::ServiceL2Status>>) {
+        let scope = std::mem::take(&mut *lock_scope(&self.to_sync));
+        let objects = match &scope {
+            Touched::Everything => self.objects.state(),
+            Touched::Some(keys) => {
+                let watched = lock(&self.watched);
+                keys.iter()
+                    .flat_map(|key| watched.status_objects.objects_of(key))
+                    .filter_map(|name| {
+                        self.objects
+                            .get(&ObjectRef::new(name).within(&self.namespace))
+                    })
+                    .collect()
+            }
+        };
+        (scope, objects)
+    }
+}
+
+fn lock_scope(
+    scope: &std::sync::Mutex<Touched<ServiceKey>>,
+) -> std::sync::MutexGuard<'_, Touched<ServiceKey>> {
+    scope
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A write that does not finish within this is abandoned and retried: a request on a
@@ -439,7 +515,10 @@ const STATUS_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Writes ServiceL2Status objects and Events in a task of their own, so that the API
 /// server's latency never delays answering ARP; only the latest wish is kept.
-fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusWork>> {
+fn spawn_status_writer(
+    mut writer: StatusWriter,
+    sources: StatusSources,
+) -> watch::Sender<Option<StatusWork>> {
     let (wishes, mut wish) = watch::channel::<Option<StatusWork>>(None);
     let latest = wishes.subscribe();
     tokio::spawn(async move {
@@ -460,17 +539,21 @@ fn spawn_status_writer(mut writer: StatusWriter) -> watch::Sender<Option<StatusW
             let Some(work) = wish.borrow_and_update().clone() else {
                 continue;
             };
+            let (scope, objects) = sources.take();
             let sync = writer.sync(
                 &work.announced,
                 &work.services,
                 &work.alive,
-                &work.current,
+                &objects,
+                &scope,
                 &work.generations,
                 &still_announced,
             );
             let done = tokio::time::timeout(STATUS_WRITE_TIMEOUT, sync).await;
             retry = !matches!(done, Ok(true));
             if retry {
+                // What failed is not known in detail: everything is looked at again.
+                *lock_scope(&sources.to_sync) = Touched::Everything;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -553,35 +636,42 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let changed = Arc::new(Notify::new());
     let mut api_ok = spawn_api_probe(client.clone());
+    let watched = Arc::new(std::sync::Mutex::new(WatchChanges::default()));
     let services = spawn_reflector::<Service>(
         Api::all(client.clone()),
         changed.clone(),
         cache_trim::trim_service,
+        follow(&watched, WatchChanges::follow_service),
     );
     let slices = spawn_reflector::<EndpointSlice>(
         Api::all(client.clone()),
         changed.clone(),
         cache_trim::trim_endpoint_slice,
+        follow(&watched, WatchChanges::follow_slice),
     );
-    let nodes = spawn_reflector::<Node>(Api::all(client.clone()), changed.clone(), |_| {});
+    let nodes = spawn_reflector::<Node>(Api::all(client.clone()), changed.clone(), |_| {}, |_| {});
     let pools = spawn_reflector::<IPAddressPool>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
         |_| {},
     );
     let advertisements = spawn_reflector::<L2Advertisement>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
         |_| {},
+        |_| {},
     );
     let statuses = spawn_reflector::<ferrolb_crds::ServiceL2Status>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
         |_| {},
+        follow(&watched, WatchChanges::follow_status),
     );
     let leases = spawn_reflector::<Lease>(
         Api::namespaced(client.clone(), &config.namespace),
         changed.clone(),
+        |_| {},
         |_| {},
     );
     let interfaces: BTreeSet<String> = responder.interfaces().into_iter().map(|i| i.name).collect();
@@ -624,7 +714,16 @@ pub async fn run(
     }
     info!(node = %config.node_name, "caches filled");
     let status_writer = StatusWriter::new(client.clone(), &config.namespace, &config.node_name);
-    let status = spawn_status_writer(status_writer);
+    let to_sync = Arc::new(std::sync::Mutex::new(Touched::Everything));
+    let status = spawn_status_writer(
+        status_writer,
+        StatusSources {
+            objects: statuses.clone(),
+            namespace: config.namespace.clone(),
+            watched: watched.clone(),
+            to_sync: to_sync.clone(),
+        },
+    );
 
     let mut heard_conflicts = responder.take_conflicts();
     let mut conflicts = Conflicts::default();
@@ -643,9 +742,22 @@ pub async fn run(
     let mut rejoin_read: Vec<Arc<ferrolb_crds::ServiceL2Status>> = Vec::new();
     let mut rejoined_at: Option<tokio::time::Instant> = None;
     let mut rejoining: Option<tokio::time::Instant> = None;
-    let mut last = Decision::default();
+    // What this node answers for: the decision's table less what fencing and conflicts take.
+    let mut table = Table::default();
     let mut plans = PlanCache::default();
-    let mut announced_before: Option<BTreeMap<ServiceKey, BTreeSet<IpAddr>>> = None;
+    let mut claims = OwnerClaims::default();
+    // The claims came from a fresh read too (after a step-down): rebuilt from the cache alone
+    // once that read is dropped.
+    let mut claims_read_fresh = false;
+    let mut first_pass = true;
+    let mut last_resuming = resuming;
+    let mut last_fenced = false;
+    let mut last_yielding: BTreeSet<IpAddr> = BTreeSet::new();
+    // Addresses whose place in the table changed: whether this node's own claim on them
+    // counts changed with it.
+    let mut recheck_next: Touched<IpAddr> = Touched::Everything;
+    let mut last_alive: BTreeSet<String> = BTreeSet::new();
+    let mut last_status_sync = tokio::time::Instant::now();
     let mut generations: BTreeMap<ServiceKey, u64> = BTreeMap::new();
     let mut next_generation: u64 = 0;
     let started = tokio::time::Instant::now();
@@ -686,13 +798,7 @@ pub async fn run(
         }
         tokio::time::sleep(DEBOUNCE).await;
 
-        // One read of each cache per pass.
         let node_objects = nodes.state();
-        let service_objects: Vec<Arc<Service>> = services
-            .state()
-            .into_iter()
-            .filter(|s| handled(s, config.lb_class.as_deref()))
-            .collect();
 
         let api_reachable = *api_ok.borrow_and_update();
         let live = alive.borrow_and_update().clone();
@@ -799,9 +905,9 @@ pub async fn run(
             .set(i64::from(matches!(standing, Standing::Isolated { .. })));
         let fenced = standing != Standing::Announce || holding;
 
-        plans.update(
-            &service_objects,
-            &slices.state(),
+        let taken = lock(&watched).take();
+        let (touched_services, touched_statuses) = (&taken.services, &taken.statuses);
+        let plan_inputs = (
             pools.state().iter().filter_map(|p| pool_info(p)).collect(),
             advertisements
                 .state()
@@ -810,61 +916,183 @@ pub async fn run(
                 .collect(),
             node_objects.iter().map(|n| node_info(n)).collect(),
         );
-        let status_objects = statuses.state();
-        let current = owners_to_keep(
-            &status_objects,
-            &rejoin_read,
-            &config.node_name,
-            &last.table,
-            resuming,
-        );
+        let lb_class = config.lb_class.as_deref();
+        match touched_services {
+            Touched::Some(keys) if !first_pass => {
+                let found: Vec<_> = {
+                    let watched = lock(&watched);
+                    keys.iter()
+                        .map(|key| {
+                            let service = services
+                                .get(&ObjectRef::new(&key.1).within(&key.0))
+                                .filter(|s| handled(s, lb_class));
+                            let own_slices = || {
+                                watched
+                                    .slices
+                                    .objects_of(key)
+                                    .filter_map(|name| {
+                                        slices.get(&ObjectRef::new(name).within(&key.0))
+                                    })
+                                    .collect()
+                            };
+                            (key.clone(), service.map(|s| (s, own_slices())))
+                        })
+                        .collect()
+                };
+                plans.update_services(found, plan_inputs.0, plan_inputs.1, plan_inputs.2);
+            }
+            _ => {
+                let service_objects: Vec<Arc<Service>> = services
+                    .state()
+                    .into_iter()
+                    .filter(|s| handled(s, lb_class))
+                    .collect();
+                plans.update(
+                    &service_objects,
+                    &slices.state(),
+                    plan_inputs.0,
+                    plan_inputs.1,
+                    plan_inputs.2,
+                );
+            }
+        }
+        // The current owners, from the ServiceL2Status objects the watch named (all of them
+        // after a relist, and while a fresh read complements the cache).
+        let mut recheck = std::mem::take(&mut recheck_next);
+        let fresh_read = !rejoin_read.is_empty();
+        if matches!(touched_statuses, Touched::Everything)
+            || first_pass
+            || fresh_read
+            || claims_read_fresh
+        {
+            let objects = newest_objects(&statuses.state(), &rejoin_read);
+            claims.rebuild(objects.iter().map(|o| &**o));
+            claims_read_fresh = fresh_read;
+            recheck = Touched::Everything;
+        } else if let Touched::Some(names) = touched_statuses {
+            for name in names {
+                let object = statuses.get(&ObjectRef::new(name).within(&config.namespace));
+                for ip in claims.apply(name, object.as_deref()) {
+                    recheck.insert(ip);
+                }
+            }
+        }
+        if resuming != last_resuming {
+            recheck = Touched::Everything;
+            last_resuming = resuming;
+        }
         let held: BTreeSet<String> = heartbeats
             .restarting(now)
             .into_iter()
             .filter(|n| !live.contains(n))
             .collect();
-        let mut decision = plans.decide(
-            &config.node_name,
-            &live,
-            &held,
-            &interfaces,
-            &current,
-            heartbeats.interfaces(),
-        );
+        let changed = {
+            let me = config.node_name.as_str();
+            let table = &table;
+            let claims = &claims;
+            plans.decide(
+                me,
+                &live,
+                &held,
+                &interfaces,
+                |ip| {
+                    let answering = table.values().any(|a| a.contains(ip));
+                    claims
+                        .owner(ip, |node| claim_counts(node, me, resuming, answering))
+                        .map(str::to_string)
+                },
+                &recheck,
+                heartbeats.interfaces(),
+            )
+        };
         // Taken back once: from now on this node's table says what it answers.
         resuming &= fenced;
         health.peers_alive.set(live.len() as i64);
         health.fenced.set(i64::from(standing == Standing::Fenced));
-        if fenced {
-            decision.table.clear();
+        for ip in &changed.owners {
+            if let Some(owner) = plans.decision().owners.get(ip) {
+                info!(address = %ip, owner = %owner, "owner elected");
+            }
         }
         // Addresses left to a lower MAC that claims them stay out of the table; the responder
         // keeps listening for claims on them.
+        let raw = &plans.decision().table;
         let yielded = conflicts.yielded(std::time::Instant::now());
-        let mut yielding = BTreeSet::new();
-        for addresses in decision.table.values_mut() {
-            addresses.retain(|ip| {
-                let keep = !yielded.contains(ip);
-                if !keep {
-                    yielding.insert(*ip);
+        let yielding: BTreeSet<IpAddr> = if fenced {
+            BTreeSet::new()
+        } else {
+            yielded
+                .iter()
+                .filter(|ip| raw.values().any(|a| a.contains(ip)))
+                .copied()
+                .collect()
+        };
+        let mut table_changed: Touched<IpAddr> = if fenced != last_fenced || first_pass {
+            Touched::Everything
+        } else {
+            Touched::Some(
+                changed
+                    .table
+                    .iter()
+                    .chain(yielding.symmetric_difference(&last_yielding))
+                    .copied()
+                    .collect(),
+            )
+        };
+        match &mut table_changed {
+            Touched::Everything => {
+                let before = std::mem::take(&mut table);
+                if !fenced {
+                    table = raw.clone();
+                    for addresses in table.values_mut() {
+                        addresses.retain(|ip| !yielding.contains(ip));
+                    }
+                    table.retain(|_, addresses| !addresses.is_empty());
                 }
-                keep
-            });
-        }
-        decision.table.retain(|_, addresses| !addresses.is_empty());
-        responder.set_yielded(yielding);
-        let changed_decision = decision != last;
-        if changed_decision {
-            for (ip, owner) in &decision.owners {
-                if last.owners.get(ip) != Some(owner) {
-                    info!(address = %ip, owner = %owner, "owner elected");
+                if before == table {
+                    table_changed = Touched::default();
                 }
             }
-            responder.set_table(decision.table.clone());
-            let announced: BTreeSet<&IpAddr> = decision.table.values().flatten().collect();
-            health.announced.set(announced.len() as i64);
-            last = decision;
+            Touched::Some(addresses) => {
+                let on = |table: &Table, ip: &IpAddr| -> BTreeSet<String> {
+                    table
+                        .iter()
+                        .filter(|(_, answered)| answered.contains(ip))
+                        .map(|(interface, _)| interface.clone())
+                        .collect()
+                };
+                addresses.retain(|ip| {
+                    let was = on(&table, ip);
+                    let now = if fenced || yielding.contains(ip) {
+                        BTreeSet::new()
+                    } else {
+                        on(raw, ip)
+                    };
+                    if was == now {
+                        return false;
+                    }
+                    for interface in was.difference(&now) {
+                        if let Some(answered) = table.get_mut(interface) {
+                            answered.remove(ip);
+                        }
+                    }
+                    for interface in now.difference(&was) {
+                        table.entry(interface.clone()).or_default().insert(*ip);
+                    }
+                    true
+                });
+                table.retain(|_, answered| !answered.is_empty());
+            }
         }
+        last_fenced = fenced;
+        last_yielding.clone_from(&yielding);
+        responder.set_yielded(yielding);
+        if !table_changed.is_empty() {
+            responder.set_table(table.clone());
+            let announced: BTreeSet<&IpAddr> = table.values().flatten().collect();
+            health.announced.set(announced.len() as i64);
+        }
+        recheck_next = table_changed.clone();
         if !renewing && !resuming {
             heartbeat::spawn_renewer(
                 client.clone(),
@@ -875,36 +1103,56 @@ pub async fn run(
             renewing = true;
         }
         health.set_ready();
-        // Every pass, not only when the decision changed: the writer reconciles with what the
-        // API server holds, so a lost write or another node's clean-up is repaired.
-        {
-            let (announced, services) = plans.announced(&last);
-            // Transitions after the first pass (the first one's Events come from the objects
-            // this node has or lacks): a Service whose addresses this node starts answering.
-            if let Some(before) = &announced_before {
-                for (key, announcement) in &announced {
-                    let gained = before
-                        .get(key)
-                        .is_none_or(|b: &BTreeSet<IpAddr>| !announcement.addresses.is_subset(b));
+        // The writer reconciles what the API server holds with what this node announces; it
+        // is woken when either changed, and now and then in case a write was lost.
+        let changes = plans.announce(&table, &table_changed);
+        for change in &changes {
+            match &change.after {
+                None => {
+                    generations.remove(&change.service);
+                }
+                // Transitions after the first pass (the first one's Events come from the
+                // objects this node has or lacks): a Service whose addresses this node starts
+                // answering.
+                Some(after) if !first_pass => {
+                    let gained = change
+                        .before
+                        .as_ref()
+                        .is_none_or(|b| !after.addresses.is_subset(&b.addresses));
                     if gained {
                         next_generation += 1;
-                        generations.insert(key.clone(), next_generation);
+                        generations.insert(change.service.clone(), next_generation);
                     }
                 }
+                Some(_) => {}
             }
-            generations.retain(|key, _| announced.contains_key(key));
-            announced_before = Some(
-                announced
-                    .iter()
-                    .map(|(key, a)| (key.clone(), a.addresses.clone()))
-                    .collect(),
-            );
+        }
+        let alive_or_held: BTreeSet<String> = live.union(&held).cloned().collect();
+        let mut scope: Touched<ServiceKey> = taken.status_services;
+        for change in &changes {
+            scope.insert(change.service.clone());
+        }
+        // A node found gone may leave objects behind on any Service; and now and then
+        // everything is looked at in case a write was lost.
+        if first_pass
+            || alive_or_held != last_alive
+            || last_status_sync.elapsed() >= STATUS_RESYNC_EVERY
+        {
+            scope = Touched::Everything;
+        }
+        first_pass = false;
+        if !scope.is_empty() {
+            if matches!(scope, Touched::Everything) {
+                last_status_sync = tokio::time::Instant::now();
+            }
+            lock_scope(&to_sync).extend(&scope);
+            let (announced, services) = plans.announced();
+            last_alive.clone_from(&alive_or_held);
             status.send_replace(Some(StatusWork {
                 announced,
                 services,
                 // A restarting node's objects stay: they say who holds its addresses.
-                alive: live.union(&held).cloned().collect(),
-                current: status_objects,
+                alive: alive_or_held,
                 generations: generations.clone(),
             }));
         }
