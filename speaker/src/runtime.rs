@@ -533,13 +533,19 @@ fn spawn_status_writer(
         };
         let mut retry = false;
         loop {
-            if !retry && wish.changed().await.is_err() {
+            // Services noted after the wish last read was taken wait for no further wish.
+            let pending = wish.borrow().is_some() && !lock_scope(&sources.to_sync).is_empty();
+            if !retry && !pending && wish.changed().await.is_err() {
                 return;
             }
+            // The Services to look at first, then the wish: the runtime notes Services before
+            // it sends the wish that announces them, so the wish read is at least as new as
+            // every Service taken.
+            let (scope, objects) = sources.take();
             let Some(work) = wish.borrow_and_update().clone() else {
+                lock_scope(&sources.to_sync).extend(&scope);
                 continue;
             };
-            let (scope, objects) = sources.take();
             let sync = writer.sync(
                 &work.announced,
                 &work.services,
