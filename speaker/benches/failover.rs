@@ -181,13 +181,14 @@ fn measure() {
         "speaker peak RSS (VmHWM, highest of the three, sampled before each fault): {:.1} MiB",
         peak_kib as f64 / 1024.0
     );
+    let defaults = ferrolb_speaker::membership::Timing::default();
     let timing: Vec<String> = [
-        ("FERROLB_PROBE_PERIOD_MS", "100"),
-        ("FERROLB_PROBE_TIMEOUT_MS", "40"),
-        ("FERROLB_SUSPECT_TIMEOUT_MS", "200"),
+        ("FERROLB_PROBE_PERIOD_MS", defaults.probe_period),
+        ("FERROLB_PROBE_TIMEOUT_MS", defaults.probe_rtt),
+        ("FERROLB_SUSPECT_TIMEOUT_MS", defaults.suspect_to_down),
     ]
     .iter()
-    .map(|(var, default)| std::env::var(var).unwrap_or_else(|_| default.to_string()))
+    .map(|(var, default)| std::env::var(var).unwrap_or_else(|_| default.as_millis().to_string()))
     .collect();
     chart::cdf(
         &format!("failover-{}", timing.join("-")),
