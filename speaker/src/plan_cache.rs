@@ -191,12 +191,7 @@ impl PlanCache {
         advertisements: Vec<L2Advertisement>,
         nodes: Vec<NodeInfo>,
     ) {
-        self.work = Work::default();
-        self.set_plan_inputs(PlanInputs {
-            pools,
-            advertisements,
-            nodes,
-        });
+        self.begin_update(pools, advertisements, nodes);
         let slices = SlicesByService::index(slices);
         self.pass = self.pass.wrapping_add(1);
         for service in services {
@@ -245,12 +240,7 @@ impl PlanCache {
         advertisements: Vec<L2Advertisement>,
         nodes: Vec<NodeInfo>,
     ) {
-        self.work = Work::default();
-        self.set_plan_inputs(PlanInputs {
-            pools,
-            advertisements,
-            nodes,
-        });
+        self.begin_update(pools, advertisements, nodes);
         for ((namespace, name), found) in changed {
             let Some((service, slices)) = found else {
                 self.forget(&namespace, &name);
@@ -266,6 +256,21 @@ impl PlanCache {
                 self.plan_entry(&namespace, &name, service, slices);
             }
         }
+    }
+
+    /// Starts an update: the work counted afresh, and the plan inputs brought up to date.
+    fn begin_update(
+        &mut self,
+        pools: Vec<PoolInfo>,
+        advertisements: Vec<L2Advertisement>,
+        nodes: Vec<NodeInfo>,
+    ) {
+        self.work = Work::default();
+        self.set_plan_inputs(PlanInputs {
+            pools,
+            advertisements,
+            nodes,
+        });
     }
 
     /// New pools, advertisements or nodes: every Service is planned again from the objects

@@ -381,9 +381,10 @@ fn internal_ip(node: &Node) -> Option<IpAddr> {
         .and_then(|a| a.address.parse().ok())
 }
 
-fn lock(watched: &std::sync::Mutex<WatchChanges>) -> std::sync::MutexGuard<'_, WatchChanges> {
-    // Nothing can panic while holding it; a poisoned lock still holds sound notes.
-    watched
+/// Locks notes shared between tasks. Nothing panics while holding them, and a poisoned lock
+/// still holds sound notes.
+fn lock<T>(shared: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -483,7 +484,7 @@ struct StatusSources {
 impl StatusSources {
     /// Takes the Services to look at and their objects as the cache holds them now.
     fn take(&self) -> (Touched<ServiceKey>, Vec<Arc<ferrolb_crds::ServiceL2Status>>) {
-        let scope = std::mem::take(&mut *lock_scope(&self.to_sync));
+        let scope = std::mem::take(&mut *lock(&self.to_sync));
         let objects = match &scope {
             Touched::Everything => self.objects.state(),
             Touched::Some(keys) => {
@@ -499,14 +500,6 @@ impl StatusSources {
         };
         (scope, objects)
     }
-}
-
-fn lock_scope(
-    scope: &std::sync::Mutex<Touched<ServiceKey>>,
-) -> std::sync::MutexGuard<'_, Touched<ServiceKey>> {
-    scope
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A write that does not finish within this is abandoned and retried: a request on a
@@ -534,7 +527,7 @@ fn spawn_status_writer(
         let mut retry = false;
         loop {
             // Services noted after the wish last read was taken wait for no further wish.
-            let pending = wish.borrow().is_some() && !lock_scope(&sources.to_sync).is_empty();
+            let pending = wish.borrow().is_some() && !lock(&sources.to_sync).is_empty();
             if !retry && !pending && wish.changed().await.is_err() {
                 return;
             }
@@ -543,7 +536,7 @@ fn spawn_status_writer(
             // every Service taken.
             let (scope, objects) = sources.take();
             let Some(work) = wish.borrow_and_update().clone() else {
-                lock_scope(&sources.to_sync).extend(&scope);
+                lock(&sources.to_sync).extend(&scope);
                 continue;
             };
             let sync = writer.sync(
@@ -559,7 +552,7 @@ fn spawn_status_writer(
             retry = !matches!(done, Ok(true));
             if retry {
                 // What failed is not known in detail: everything is looked at again.
-                *lock_scope(&sources.to_sync) = Touched::Everything;
+                *lock(&sources.to_sync) = Touched::Everything;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -630,6 +623,61 @@ fn report_conflict(
             }
         });
     }
+}
+
+/// Brings what this node answers for (`table`) in line with the decision's table (`raw`) less
+/// what fencing and yielded addresses take, at the addresses `changed` names (or all).
+/// Returns the addresses whose place in `table` really changed.
+fn correct_answering(
+    table: &mut Table,
+    raw: &Table,
+    changed: Touched<IpAddr>,
+    fenced: bool,
+    yielding: &BTreeSet<IpAddr>,
+) -> Touched<IpAddr> {
+    let mut addresses = match changed {
+        Touched::Everything => {
+            let before = std::mem::take(table);
+            if !fenced {
+                *table = raw.clone();
+                for addresses in table.values_mut() {
+                    addresses.retain(|ip| !yielding.contains(ip));
+                }
+                table.retain(|_, addresses| !addresses.is_empty());
+            }
+            if before == *table {
+                return Touched::default();
+            }
+            return Touched::Everything;
+        }
+        Touched::Some(addresses) => addresses,
+    };
+    let on = |table: &Table, ip: &IpAddr| -> BTreeSet<String> {
+        table
+            .iter()
+            .filter(|(_, answered)| answered.contains(ip))
+            .map(|(interface, _)| interface.clone())
+            .collect()
+    };
+    addresses.retain(|ip| {
+        let was = on(table, ip);
+        let now = if fenced || yielding.contains(ip) {
+            BTreeSet::new()
+        } else {
+            on(raw, ip)
+        };
+        for interface in was.difference(&now) {
+            if let Some(answered) = table.get_mut(interface) {
+                answered.remove(ip);
+            }
+        }
+        for interface in now.difference(&was) {
+            table.entry(interface.clone()).or_default().insert(*ip);
+        }
+        was != now
+    });
+    table.retain(|_, answered| !answered.is_empty());
+    Touched::Some(addresses)
 }
 
 /// Runs the speaker until the process ends.
@@ -1033,7 +1081,7 @@ pub async fn run(
                 .copied()
                 .collect()
         };
-        let mut table_changed: Touched<IpAddr> = if fenced != last_fenced || first_pass {
+        let table_changed: Touched<IpAddr> = if fenced != last_fenced || first_pass {
             Touched::Everything
         } else {
             Touched::Some(
@@ -1045,51 +1093,7 @@ pub async fn run(
                     .collect(),
             )
         };
-        match &mut table_changed {
-            Touched::Everything => {
-                let before = std::mem::take(&mut table);
-                if !fenced {
-                    table = raw.clone();
-                    for addresses in table.values_mut() {
-                        addresses.retain(|ip| !yielding.contains(ip));
-                    }
-                    table.retain(|_, addresses| !addresses.is_empty());
-                }
-                if before == table {
-                    table_changed = Touched::default();
-                }
-            }
-            Touched::Some(addresses) => {
-                let on = |table: &Table, ip: &IpAddr| -> BTreeSet<String> {
-                    table
-                        .iter()
-                        .filter(|(_, answered)| answered.contains(ip))
-                        .map(|(interface, _)| interface.clone())
-                        .collect()
-                };
-                addresses.retain(|ip| {
-                    let was = on(&table, ip);
-                    let now = if fenced || yielding.contains(ip) {
-                        BTreeSet::new()
-                    } else {
-                        on(raw, ip)
-                    };
-                    if was == now {
-                        return false;
-                    }
-                    for interface in was.difference(&now) {
-                        if let Some(answered) = table.get_mut(interface) {
-                            answered.remove(ip);
-                        }
-                    }
-                    for interface in now.difference(&was) {
-                        table.entry(interface.clone()).or_default().insert(*ip);
-                    }
-                    true
-                });
-                table.retain(|_, answered| !answered.is_empty());
-            }
-        }
+        let table_changed = correct_answering(&mut table, raw, table_changed, fenced, &yielding);
         last_fenced = fenced;
         last_yielding.clone_from(&yielding);
         responder.set_yielded(yielding);
@@ -1151,7 +1155,7 @@ pub async fn run(
             if matches!(scope, Touched::Everything) {
                 last_status_sync = tokio::time::Instant::now();
             }
-            lock_scope(&to_sync).extend(&scope);
+            lock(&to_sync).extend(&scope);
             let (announced, services) = plans.announced();
             last_alive.clone_from(&alive_or_held);
             status.send_replace(Some(StatusWork {
