@@ -40,6 +40,13 @@ const JMP_JEQ_K: u16 = 0x15;
 const JMP_JGE_K: u16 = 0x35;
 const RET_K: u16 = 0x06;
 
+/// Instructions per listed IPv4 address (target and sender, two each) and per IPv6 address
+/// (four words, two each, and the accept); the fewest a listing program has besides.
+const PER_IPV4_ADDRESS: usize = 4;
+#[cfg(test)]
+const PER_IPV6_ADDRESS: usize = 9;
+const LISTING_BASE: usize = 31;
+
 /// Accepted frames are passed whole.
 const ACCEPT: u32 = u32::MAX;
 const DROP: u32 = 0;
@@ -100,6 +107,9 @@ impl Program {
     /// The program for these addresses; past the kernel's size limit, one that passes all ARP
     /// and NDP.
     pub fn for_addresses(v4: &BTreeSet<Ipv4Addr>, v6: &BTreeSet<Ipv6Addr>) -> Program {
+        if !Program::could_list(v4.len() + v6.len()) {
+            return Program::pass_all();
+        }
         let instructions = build(Some((v4, v6)));
         if instructions.len() <= MAX_INSTRUCTIONS {
             return Program {
@@ -107,10 +117,24 @@ impl Program {
                 lists_addresses: true,
             };
         }
+        Program::pass_all()
+    }
+
+    /// The program that passes every ARP and NDP frame.
+    pub fn pass_all() -> Program {
         Program {
             instructions: build(None),
             lists_addresses: false,
         }
+    }
+
+    /// False when this many addresses are sure not to fit, whatever their family: the
+    /// responder then skips collecting them (an address costs at least four instructions).
+    pub fn could_list(addresses: usize) -> bool {
+        addresses
+            .saturating_mul(PER_IPV4_ADDRESS)
+            .saturating_add(LISTING_BASE)
+            <= MAX_INSTRUCTIONS
     }
 
     /// False when there were too many addresses to list and every ARP and NDP frame passes.
@@ -317,6 +341,33 @@ mod tests {
         assert!(program.instructions.len() <= MAX_INSTRUCTIONS);
         let request = arp_request(Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 99));
         assert!(program.passes(&request));
+    }
+
+    #[test]
+    fn a_listing_costs_what_could_list_assumes() {
+        let v4 = |n: u32| -> BTreeSet<Ipv4Addr> {
+            (0..n)
+                .map(|i| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i))
+                .collect()
+        };
+        let v6 = |n: u16| -> BTreeSet<Ipv6Addr> {
+            (0..n)
+                .map(|i| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i))
+                .collect()
+        };
+        assert_eq!(build(Some((&v4(0), &v6(0)))).len(), LISTING_BASE);
+        for (a, b) in [(1, 0), (0, 1), (7, 3), (100, 40)] {
+            assert_eq!(
+                build(Some((&v4(a), &v6(b)))).len(),
+                LISTING_BASE + PER_IPV4_ADDRESS * a as usize + PER_IPV6_ADDRESS * b as usize
+            );
+        }
+        // The check says no only where no listing fits.
+        let most = (MAX_INSTRUCTIONS - LISTING_BASE) / PER_IPV4_ADDRESS;
+        assert!(Program::could_list(most));
+        assert!(Program::for_addresses(&v4(most as u32), &BTreeSet::new()).lists_addresses());
+        assert!(!Program::could_list(most + 1));
+        assert!(!Program::for_addresses(&v4(most as u32 + 1), &BTreeSet::new()).lists_addresses());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cache_trim;
 pub mod conflict;
 pub mod election;
 pub mod frame_filter;
+pub mod gratuitous;
 pub mod health;
 pub mod heartbeat;
 pub mod l2_status;

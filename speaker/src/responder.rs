@@ -2,7 +2,9 @@
 //! announces takeovers with gratuitous ARP / unsolicited Neighbor Advertisements.
 //!
 //! One blocking thread per interface reads frames from a raw socket (`packet_socket`) and
-//! answers from the current table; the table is swapped by the speaker's reconciler. The
+//! answers from the current table; the speaker's reconciler corrects the table at the
+//! addresses a pass changed, so a change costs the same with ten addresses or ten thousand.
+//! Takeovers are announced by one thread for all addresses (`gratuitous`). The
 //! kernel passes the socket only ARP and NDP about the addresses in the table or yielded
 //! (`frame_filter`), so frames about other addresses cost this process nothing. Addresses
 //! are never added to an interface: only this process answers for them.
@@ -21,8 +23,10 @@ use tracing::{debug, info, warn};
 
 use crate::conflict::Conflict;
 use crate::frame_filter::Program;
+use crate::gratuitous;
 use crate::packet::{self, Claim, Dropped, MacAddr, Question};
 use crate::packet_socket::PacketSocket;
+use crate::watch_changes::Touched;
 
 /// Longer frames are cut to this: ARP and NDP fit many times over.
 const FRAME_BUFFER: usize = 2048;
@@ -30,15 +34,6 @@ const FRAME_BUFFER: usize = 2048;
 /// Conflicts waiting for the reconciler beyond this are counted but not queued: a flood of
 /// conflicting frames must not grow memory.
 const CONFLICT_QUEUE: usize = 256;
-
-/// When gratuitous announcements go out after a takeover: at once, then a few more times
-/// in case the first ones were lost or a switch was still learning.
-pub const GRATUITOUS_SCHEDULE: [Duration; 4] = [
-    Duration::ZERO,
-    Duration::from_millis(500),
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-];
 
 /// An interface the speaker may answer on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,21 +143,32 @@ impl Port {
         }
     }
 
-    /// Lets the kernel pass frames about these addresses, and only those.
-    fn filter_for(&self, addresses: &BTreeSet<IpAddr>) {
-        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
-        for ip in addresses {
-            match ip {
-                IpAddr::V4(ip) => v4.insert(*ip),
-                IpAddr::V6(ip) => v6.insert(*ip),
-            };
-        }
-        let program = Program::for_addresses(&v4, &v6);
+    /// Lets the kernel pass frames about the addresses in `sets`, and only those. Past the
+    /// filter's size the addresses are not even collected: every ARP and NDP frame passes.
+    fn filter_for(&self, sets: &[&BTreeSet<IpAddr>]) {
+        let count: usize = sets.iter().map(|set| set.len()).sum();
+        let program = if Program::could_list(count) {
+            let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+            for ip in sets.iter().copied().flatten() {
+                match ip {
+                    IpAddr::V4(ip) => v4.insert(*ip),
+                    IpAddr::V6(ip) => v6.insert(*ip),
+                };
+            }
+            Program::for_addresses(&v4, &v6)
+        } else {
+            Program::pass_all()
+        };
         let lists = program.lists_addresses();
-        if self.filter_lists_addresses.swap(lists, Ordering::Relaxed) != lists && !lists {
+        let listed = self.filter_lists_addresses.swap(lists, Ordering::Relaxed);
+        if !lists && !listed {
+            // Already passing everything: nothing to tell the kernel.
+            return;
+        }
+        if !lists {
             warn!(
                 interface = %self.interface.name,
-                addresses = addresses.len(),
+                addresses = count,
                 "too many addresses for the kernel filter: every ARP and NDP frame is read"
             );
         }
@@ -180,6 +186,8 @@ pub struct Responder {
     pub counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     conflicts: Mutex<Option<tokio::sync::mpsc::Receiver<Conflict>>>,
+    /// Starts an address's gratuitous announcements on an interface (see `gratuitous`).
+    announcements: Mutex<std::sync::mpsc::Sender<(String, IpAddr)>>,
 }
 
 /// What every receiving thread shares.
@@ -263,6 +271,27 @@ impl Responder {
                 })?;
             info!(interface = %interface.name, mac = %interface.mac, "answering ARP/NDP");
         }
+        let announcements = {
+            let (table, ports, counters) = (table.clone(), ports.clone(), counters.clone());
+            gratuitous::spawn(
+                move |(interface, ip): &(String, IpAddr)| {
+                    let table = table.read().unwrap_or_else(|e| e.into_inner());
+                    table.get(interface).is_some_and(|a| a.contains(ip))
+                },
+                move |(interface, ip): &(String, IpAddr)| {
+                    let Some(port) = ports.get(interface) else {
+                        return 0;
+                    };
+                    let frames = gratuitous_frames(&port.interface, *ip);
+                    for frame in &frames {
+                        if port.send(frame) {
+                            counters.gratuitous.inc();
+                        }
+                    }
+                    frames.len()
+                },
+            )
+        };
         Ok(Responder {
             table,
             ports,
@@ -270,6 +299,7 @@ impl Responder {
             counters,
             stop,
             conflicts: Mutex::new(Some(conflicts)),
+            announcements: Mutex::new(announcements),
         })
     }
 
@@ -295,29 +325,27 @@ impl Responder {
             changed
         };
         if changed {
-            let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
-            self.refresh_filters(&table, None);
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            for name in self.ports.keys() {
+                self.refresh_filter(name, &table, None);
+            }
         }
     }
 
-    /// Sets each port's kernel filter to its addresses in `table` (and in `also`, while a
-    /// table is being swapped), plus the yielded ones.
-    fn refresh_filters(&self, table: &Table, also: Option<&Table>) {
+    /// Sets a port's kernel filter to its addresses in `table` (and `also`, while addresses
+    /// are being added), plus the yielded ones.
+    fn refresh_filter(&self, name: &str, table: &Table, also: Option<&BTreeSet<IpAddr>>) {
+        let Some(port) = self.ports.get(name) else {
+            return;
+        };
         let yielded = self
             .shared
             .yielded
             .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (name, port) in &self.ports {
-            let mut addresses = yielded.clone();
-            for t in std::iter::once(table).chain(also) {
-                if let Some(listed) = t.get(name) {
-                    addresses.extend(listed.iter().copied());
-                }
-            }
-            port.filter_for(&addresses);
-        }
+            .unwrap_or_else(|e| e.into_inner());
+        let none = BTreeSet::new();
+        let listed = table.get(name).unwrap_or(&none);
+        port.filter_for(&[&*yielded, listed, also.unwrap_or(&none)]);
     }
 
     /// Announces `ip` again on every interface it is answered on: after a conflict this node
@@ -347,69 +375,87 @@ impl Responder {
     /// Replaces what is announced. Answering for dropped addresses stops at once; new ones
     /// are announced gratuitously (at once, and again over the next seconds).
     pub fn set_table(&self, next: Table) {
-        // The filter widens before the table changes and narrows after: no question about a
-        // gained address is filtered out in between.
-        let current = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
-        self.refresh_filters(&next, Some(&current));
-        let before = {
-            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *table, next.clone())
-        };
-        self.refresh_filters(&next, None);
-        for (name, addresses) in &next {
-            let Some(port) = self.ports.get(name) else {
-                continue;
-            };
-            let old = before.get(name);
-            let gained: Vec<IpAddr> = addresses
-                .iter()
-                .filter(|ip| !old.is_some_and(|o| o.contains(ip)))
-                .copied()
-                .collect();
-            for ip in gained {
-                info!(interface = %name, address = %ip, "announcing");
-                self.announce(port.clone(), ip);
-            }
-        }
-        for (name, addresses) in &before {
-            for ip in addresses {
-                if !next.get(name).is_some_and(|n| n.contains(ip)) {
-                    info!(interface = %name, address = %ip, "no longer announcing");
-                }
-            }
-        }
+        self.update(&next, &Touched::Everything);
     }
 
-    fn announce(&self, port: Arc<Port>, ip: IpAddr) {
-        let (table, counters) = (self.table.clone(), self.counters.clone());
-        // A short-lived thread: the schedule is a few seconds long and takeovers are rare.
-        let spawned = std::thread::Builder::new()
-            .name("gratuitous".into())
-            .spawn(move || {
-                let mut waited = Duration::ZERO;
-                for at in GRATUITOUS_SCHEDULE {
-                    std::thread::sleep(at.saturating_sub(waited));
-                    waited = at;
-                    let still_ours = {
-                        let table = table.read().unwrap_or_else(|e| e.into_inner());
-                        table
-                            .get(&port.interface.name)
-                            .is_some_and(|a| a.contains(&ip))
-                    };
-                    // Losing the address ends the schedule. (Lost and regained between two
-                    // steps, two schedules overlap: a few extra announcements, no harm.)
-                    if !still_ours {
-                        return;
+    /// Brings what is announced in line with `next` at the addresses `changed` names (all of
+    /// them for `Touched::Everything`): the work follows the change, not the table's size.
+    pub fn update(&self, next: &Table, changed: &Touched<IpAddr>) {
+        // Per interface, the addresses gained and lost.
+        let mut gained: HashMap<String, BTreeSet<IpAddr>> = HashMap::new();
+        let mut lost: HashMap<String, BTreeSet<IpAddr>> = HashMap::new();
+        {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            let mut compare = |name: &str, ip: IpAddr| {
+                let was = table.get(name).is_some_and(|a| a.contains(&ip));
+                let now = next.get(name).is_some_and(|a| a.contains(&ip));
+                if now && !was {
+                    gained.entry(name.to_string()).or_default().insert(ip);
+                } else if was && !now {
+                    lost.entry(name.to_string()).or_default().insert(ip);
+                }
+            };
+            for name in self.ports.keys() {
+                match changed {
+                    Touched::Everything => {
+                        let empty = BTreeSet::new();
+                        let (was, now) = (
+                            table.get(name).unwrap_or(&empty),
+                            next.get(name).unwrap_or(&empty),
+                        );
+                        for ip in was.symmetric_difference(now) {
+                            compare(name, *ip);
+                        }
                     }
-                    for frame in gratuitous_frames(&port.interface, ip) {
-                        if port.send(&frame) {
-                            counters.gratuitous.inc();
+                    Touched::Some(addresses) => {
+                        for ip in addresses {
+                            compare(name, *ip);
                         }
                     }
                 }
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "could not start gratuitous announcements");
+            }
+        }
+        // The filter widens before the table changes and narrows after: no question about a
+        // gained address is filtered out in between.
+        {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            for (name, addresses) in &gained {
+                self.refresh_filter(name, &table, Some(addresses));
+            }
+        }
+        {
+            let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+            for (name, addresses) in &gained {
+                table
+                    .entry(name.clone())
+                    .or_default()
+                    .extend(addresses.iter().copied());
+            }
+            for (name, addresses) in &lost {
+                if let Some(answered) = table.get_mut(name) {
+                    answered.retain(|ip| !addresses.contains(ip));
+                }
+            }
+            table.retain(|_, answered| !answered.is_empty());
+        }
+        {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            for name in lost.keys() {
+                self.refresh_filter(name, &table, None);
+            }
+        }
+        let announcements = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, addresses) in &gained {
+            for ip in addresses {
+                info!(interface = %name, address = %ip, "announcing");
+                // The thread only ends with the responder.
+                let _ = announcements.send((name.clone(), *ip));
+            }
+        }
+        for (name, addresses) in &lost {
+            for ip in addresses {
+                info!(interface = %name, address = %ip, "no longer announcing");
+            }
         }
     }
 }

@@ -625,16 +625,24 @@ fn report_conflict(
     }
 }
 
-/// Brings what this node answers for (`table`) in line with the decision's table (`raw`) less
-/// what fencing and yielded addresses take, at the addresses `changed` names (or all).
-/// Returns the addresses whose place in `table` really changed.
+/// What this node answers for, by interface, and on how many addresses.
+#[derive(Debug, Default)]
+struct Answering {
+    table: Table,
+    addresses: usize,
+}
+
+/// Brings what this node answers for in line with the decision's table (`raw`) less what
+/// fencing and yielded addresses take, at the addresses `changed` names (or all).
+/// Returns the addresses whose place in the table really changed.
 fn correct_answering(
-    table: &mut Table,
+    answering: &mut Answering,
     raw: &Table,
     changed: Touched<IpAddr>,
     fenced: bool,
     yielding: &BTreeSet<IpAddr>,
 ) -> Touched<IpAddr> {
+    let table = &mut answering.table;
     let mut addresses = match changed {
         Touched::Everything => {
             let before = std::mem::take(table);
@@ -645,6 +653,7 @@ fn correct_answering(
                 }
                 table.retain(|_, addresses| !addresses.is_empty());
             }
+            answering.addresses = table.values().flatten().collect::<BTreeSet<_>>().len();
             if before == *table {
                 return Touched::default();
             }
@@ -673,6 +682,11 @@ fn correct_answering(
         }
         for interface in now.difference(&was) {
             table.entry(interface.clone()).or_default().insert(*ip);
+        }
+        match (was.is_empty(), now.is_empty()) {
+            (true, false) => answering.addresses += 1,
+            (false, true) => answering.addresses = answering.addresses.saturating_sub(1),
+            _ => {}
         }
         was != now
     });
@@ -797,7 +811,7 @@ pub async fn run(
     let mut rejoined_at: Option<tokio::time::Instant> = None;
     let mut rejoining: Option<tokio::time::Instant> = None;
     // What this node answers for: the decision's table less what fencing and conflicts take.
-    let mut table = Table::default();
+    let mut answering = Answering::default();
     let mut plans = PlanCache::default();
     let mut claims = OwnerClaims::default();
     // The claims came from a fresh read too (after a step-down): rebuilt from the cache alone
@@ -817,12 +831,16 @@ pub async fn run(
     let started = tokio::time::Instant::now();
     let mut settled = false;
     loop {
+        // A peer that went away is acted on at once: waiting for more changes would only add
+        // to the failover time.
+        let mut membership_changed = false;
         tokio::select! {
             () = changed.notified() => {}
             result = alive.changed() => {
                 if result.is_err() {
                     return Ok(());
                 }
+                membership_changed = true;
             }
             result = api_ok.changed() => {
                 if result.is_err() {
@@ -850,7 +868,9 @@ pub async fn run(
             () = tokio::time::sleep(STANDING_TICK) => {}
             () = tokio::time::sleep_until(started + SETTLE_AT_MOST), if !settled => {}
         }
-        tokio::time::sleep(DEBOUNCE).await;
+        if !membership_changed {
+            tokio::time::sleep(DEBOUNCE).await;
+        }
 
         let node_objects = nodes.state();
 
@@ -1042,7 +1062,7 @@ pub async fn run(
             .collect();
         let changed = {
             let me = config.node_name.as_str();
-            let table = &table;
+            let table = &answering.table;
             let claims = &claims;
             plans.decide(
                 me,
@@ -1093,14 +1113,14 @@ pub async fn run(
                     .collect(),
             )
         };
-        let table_changed = correct_answering(&mut table, raw, table_changed, fenced, &yielding);
+        let table_changed =
+            correct_answering(&mut answering, raw, table_changed, fenced, &yielding);
         last_fenced = fenced;
         last_yielding.clone_from(&yielding);
         responder.set_yielded(yielding);
         if !table_changed.is_empty() {
-            responder.set_table(table.clone());
-            let announced: BTreeSet<&IpAddr> = table.values().flatten().collect();
-            health.announced.set(announced.len() as i64);
+            responder.update(&answering.table, &table_changed);
+            health.announced.set(answering.addresses as i64);
         }
         recheck_next = table_changed.clone();
         if !renewing && !resuming {
@@ -1115,7 +1135,7 @@ pub async fn run(
         health.set_ready();
         // The writer reconciles what the API server holds with what this node announces; it
         // is woken when either changed, and now and then in case a write was lost.
-        let changes = plans.announce(&table, &table_changed);
+        let changes = plans.announce(&answering.table, &table_changed);
         for change in &changes {
             match &change.after {
                 None => {

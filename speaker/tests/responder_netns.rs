@@ -12,8 +12,10 @@ mod common;
 
 use common::{arping, arping_n, enter, in_netns, ndisc6, raw_eth0};
 use ferrolb_lab::netns::{Segment, unique_prefix};
+use ferrolb_speaker::gratuitous::GRATUITOUS_SCHEDULE;
 use ferrolb_speaker::packet::{self, MacAddr};
 use ferrolb_speaker::responder::{Responder, Table, eligible_interfaces};
+use ferrolb_speaker::watch_changes::Touched;
 
 fn table(addresses: &[&str]) -> Table {
     let set: BTreeSet<IpAddr> = addresses.iter().map(|a| a.parse().unwrap()).collect();
@@ -146,6 +148,117 @@ fn takeovers_are_announced_and_bad_frames_counted() {
         assert!(Instant::now() < deadline, "the bad frame was not counted");
         std::thread::sleep(Duration::from_millis(10));
     }
+    drop(seen);
+    listener.join().unwrap();
+}
+
+/// `Responder::update` touches only the addresses it is told about: one gained, one lost and
+/// one unchanged among hundreds, across the kernel filter's size limit in both directions.
+#[test]
+fn an_update_changes_the_addresses_it_names_and_keeps_the_rest() {
+    let lab = lab();
+    let client = lab.segment.host("client").unwrap();
+    let responder = start_responder(&lab);
+    let v4 = |last: u8| -> IpAddr { format!("192.168.117.{last}").parse().unwrap() };
+    let v6 = |i: u16| -> IpAddr { format!("2001:db8::1:{i:x}").parse().unwrap() };
+    let mut answered: BTreeSet<IpAddr> = (20..220).map(v4).collect();
+    let eth0 = |set: &BTreeSet<IpAddr>| HashMap::from([("eth0".to_string(), set.clone())]);
+    responder.set_table(eth0(&answered));
+
+    answered.remove(&v4(20));
+    answered.insert(v4(230));
+    responder.update(
+        &eth0(&answered),
+        &Touched::Some([v4(20), v4(21), v4(230)].into()),
+    );
+    assert_eq!(arping(client, "192.168.117.230"), [lab.node_mac.as_str()]);
+    assert!(
+        arping(client, "192.168.117.20").is_empty(),
+        "lost: no answer"
+    );
+    assert_eq!(arping(client, "192.168.117.21"), [lab.node_mac.as_str()]);
+    assert_eq!(arping(client, "192.168.117.219"), [lab.node_mac.as_str()]);
+
+    // 500 IPv6 addresses more: past what the kernel filter can list, so every question
+    // reaches the responder, and it still answers only for its own.
+    let added: BTreeSet<IpAddr> = (0..500).map(v6).collect();
+    answered.extend(added.iter().copied());
+    responder.update(&eth0(&answered), &Touched::Some(added.clone()));
+    assert_eq!(
+        ndisc6(client, "2001:db8::1:1f3"),
+        Some(lab.node_mac.clone())
+    );
+    let asked = responder.counters.arp_requests.get();
+    assert!(arping(client, "192.168.117.240").is_empty());
+    assert!(
+        responder.counters.arp_requests.get() > asked,
+        "past the filter's limit, other questions reach the responder"
+    );
+
+    // Back under the limit: the filter lists the addresses again.
+    answered.retain(|ip| ip.is_ipv4());
+    responder.update(&eth0(&answered), &Touched::Some(added));
+    assert_eq!(ndisc6(client, "2001:db8::1:1f3"), None);
+    let asked = responder.counters.arp_requests.get();
+    assert!(arping(client, "192.168.117.240").is_empty());
+    assert_eq!(
+        responder.counters.arp_requests.get(),
+        asked,
+        "listed again: other questions stay in the kernel"
+    );
+    assert_eq!(arping(client, "192.168.117.230"), [lab.node_mac.as_str()]);
+}
+
+/// A node taking over many addresses at once (its peer died) announces every one in its first
+/// round, paced so that the burst does not overflow the receivers (2,000 frames here, twice
+/// Linux's default backlog).
+#[test]
+fn a_takeover_of_many_addresses_announces_each_at_once() {
+    let lab = lab();
+    let client = lab.segment.host("client").unwrap();
+    let responder = start_responder(&lab);
+    let taken: BTreeSet<IpAddr> = (10..250)
+        .map(|last| format!("192.168.117.{last}").parse().unwrap())
+        .chain((0..1520).map(|i| format!("2001:db8::2:{i:x}").parse().unwrap()))
+        .collect();
+
+    let (seen_tx, seen) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let client_name = client.name.clone();
+    let listener = std::thread::spawn(move || {
+        enter(&client_name);
+        let (_tx, mut rx) = raw_eth0(Duration::from_millis(50));
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(frame) = rx.next()
+                && let Some(seen) = packet::read_announcement(frame)
+                && seen.2
+                && seen_tx.send(seen.1).is_err()
+            {
+                return;
+            }
+        }
+    });
+    ready.recv().unwrap();
+    responder.set_table(HashMap::from([("eth0".to_string(), taken.clone())]));
+    // Before the schedule's second round, which would make up for frames lost in the first.
+    let deadline = Instant::now() + GRATUITOUS_SCHEDULE[1];
+    let mut announced = BTreeSet::new();
+    while announced.len() < taken.len() {
+        let ip = seen
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of {} announced ({} frames sent)",
+                    announced.len(),
+                    taken.len(),
+                    responder.counters.gratuitous.get()
+                )
+            });
+        announced.insert(ip);
+    }
+    assert_eq!(announced, taken);
     drop(seen);
     listener.join().unwrap();
 }
