@@ -5,16 +5,16 @@
 //! SWIM keeps the traffic per node constant: every probe period each member probes one other
 //! (a ping and its ack, or `indirect_probes` helpers when the ack is late) and piggybacks
 //! membership updates on those messages, plus a small periodic gossip to `gossip_fanout`
-//! members. For N nodes that is O(N) messages per period in total, against O(N²) for
-//! all-to-all heartbeats. With the defaults below (100 ms period, 3 indirect probes, gossip
-//! to 3 members every 100 ms) a node sends at most ~7 datagrams per period of < 1,400 bytes:
-//! ~70 packets/s per node whatever the cluster size, 70,000 packets/s across 1,000 nodes.
+//! members while there is news to spread. For N nodes that is O(N) messages per period in
+//! total, against O(N²) for all-to-all heartbeats. In steady state (nothing to gossip) a node
+//! sends a ping and an ack per probe period, every 50 ms by default: about 40 datagrams/s
+//! whatever the cluster size; docs/benchmarks.md has the measured bytes.
 //!
 //! Detection time of a dead member: it is probed by someone within about one period (each
 //! of the N-1 others picks it with probability 1/(N-1) per period, so the chance nobody does
 //! is (1-1/(N-1))^(N-1) ≈ 37%, shrinking geometrically), the probe fails at the end of that
 //! period, and after `suspect_to_down` without a refutation it is declared down and the news
-//! spreads with the next gossip. Defaults: ≈ 100 + 100 + 200 ms.
+//! spreads with the next gossip tick (a fifth of the period). Defaults: ≈ 50 + 50 + 100 ms.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -73,13 +73,14 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            // 50/20/100 ms: failover in ~0.2 s (median), and no false failover in 60 s with
-            // both cores saturated and 100,000+ ARP requests/s at the owner
-            // (docs/benchmarks.md). The price is twice the probes of 100/40/200 ms, still a
-            // few KB/s per node whatever the cluster's size.
+            // 50/20/80 ms: failover in ~0.18 s (median of 50 runs, SIGKILL and link cut), and
+            // no false failover in 60 s with both cores saturated and 100,000+ ARP requests/s
+            // at the owner (docs/benchmarks.md). The price: twice the probes of 100/40/200 ms
+            // (still a few KB/s per node whatever the cluster's size), and a speaker starved
+            // of CPU for over ~130 ms in a row is suspected and may lose its addresses.
             probe_period: Duration::from_millis(50),
             probe_rtt: Duration::from_millis(20),
-            suspect_to_down: Duration::from_millis(100),
+            suspect_to_down: Duration::from_millis(80),
             indirect_probes: 3,
             gossip_fanout: 3,
         }
@@ -115,6 +116,9 @@ impl Timing {
     }
 }
 
+/// Periodic gossip runs this many times per probe period.
+const GOSSIP_TICKS_PER_PROBE: u32 = 5;
+
 fn foca_config(timing: Timing, expected_members: u32) -> Config {
     let mut config =
         Config::new_lan(NonZeroU32::new(expected_members.max(1)).unwrap_or(NonZeroU32::MIN));
@@ -125,7 +129,10 @@ fn foca_config(timing: Timing, expected_members: u32) -> Config {
         NonZeroUsize::new(timing.indirect_probes).unwrap_or(NonZeroUsize::MIN);
     config.max_transmissions = config.max_transmissions.max(NonZeroU8::MIN);
     if let Some(gossip) = config.periodic_gossip.as_mut() {
-        gossip.frequency = timing.probe_period;
+        // foca gossips only while it has news to spread, so a faster tick costs nothing in
+        // steady state, and a peer's death reaches the node taking over its addresses
+        // within a tick of being declared instead of up to a probe period later.
+        gossip.frequency = timing.probe_period / GOSSIP_TICKS_PER_PROBE;
         gossip.num_members = NonZeroUsize::new(timing.gossip_fanout).unwrap_or(NonZeroUsize::MIN);
     }
     // Members that come back are noticed within a second.
