@@ -9,6 +9,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use ferrolb_ops::metallb_metrics::{ConfigMetrics, PoolLabels as MetalLbPoolLabels};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub pool: String,
@@ -29,6 +31,11 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub is_leader: Gauge,
     pub events_dropped: Counter,
+    /// MetalLB's names: addresses held and usable per pool, both families together.
+    pub metallb_addresses_in_use: Family<MetalLbPoolLabels, Gauge>,
+    pub metallb_addresses_total: Family<MetalLbPoolLabels, Gauge>,
+    /// MetalLB's configuration gauges: loaded, and stale while a pool is invalid.
+    pub config: ConfigMetrics,
 }
 
 /// Health and metrics, shared between the controller and its HTTP server.
@@ -54,8 +61,23 @@ impl Health {
             reconcile_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
             is_leader: Gauge::default(),
             events_dropped: Counter::default(),
+            metallb_addresses_in_use: Family::default(),
+            metallb_addresses_total: Family::default(),
+            config: ConfigMetrics::default(),
         };
-        let mut registry = Registry::with_prefix("ferrolb_controller");
+        let mut root = Registry::default();
+        metrics.config.register(&mut root);
+        root.register(
+            "metallb_allocator_addresses_in_use_total",
+            "Number of IP addresses in use, per pool (MetalLB's name; both families)",
+            metrics.metallb_addresses_in_use.clone(),
+        );
+        root.register(
+            "metallb_allocator_addresses_total",
+            "Number of usable IP addresses, per pool (MetalLB's name; both families, saturating)",
+            metrics.metallb_addresses_total.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("ferrolb_controller");
         registry.register(
             "pool_addresses",
             "Addresses of a pool that can be handed out, by pool and family",
@@ -93,9 +115,26 @@ impl Health {
         );
         Health {
             ready: AtomicBool::new(false),
-            registry,
+            registry: root,
             metrics,
         }
+    }
+
+    /// Drops a deleted pool's series, so that dashboards and alerts stop showing it.
+    pub fn forget_pool(&self, pool: &str) {
+        for family in ["IPv4", "IPv6"] {
+            let labels = PoolLabels {
+                pool: pool.to_string(),
+                family: family.to_string(),
+            };
+            self.metrics.addresses_in_use.remove(&labels);
+            self.metrics.addresses_total.remove(&labels);
+        }
+        let labels = MetalLbPoolLabels {
+            pool: pool.to_string(),
+        };
+        self.metrics.metallb_addresses_in_use.remove(&labels);
+        self.metrics.metallb_addresses_total.remove(&labels);
     }
 
     /// Ready once the watches listed and held addresses were restored.

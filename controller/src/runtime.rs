@@ -38,6 +38,7 @@ use crate::service_request::{
     ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX, RequestWarning, ServiceKey,
     ServiceRequest, unknown_annotations,
 };
+use ferrolb_ops::metallb_metrics::PoolLabels as MetalLbPoolLabels;
 
 /// Services whose writes may be in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
@@ -905,6 +906,18 @@ impl Controller {
                 .iter()
                 .map(|(_, p)| (p.name.as_str(), p.ranges.as_slice())),
         );
+        let invalid = parsed
+            .iter()
+            .filter(|(_, p)| !p.rejected.is_empty() || !p.invalid_selectors.is_empty())
+            .count();
+        self.health.metrics.config.set(invalid);
+        for gone in self
+            .pool_reports
+            .keys()
+            .filter(|name| !parsed.iter().any(|(r, _)| &r.name_any() == *name))
+        {
+            self.health.forget_pool(gone);
+        }
         self.pool_conditions
             .retain(|name, _| parsed.iter().any(|(r, _)| &r.name_any() == name));
         self.pool_reports
@@ -986,6 +999,25 @@ impl Controller {
                     .get_or_create(&labels)
                     .set(assigned.saturating_add(available));
             }
+            let metallb_labels = MetalLbPoolLabels { pool: name.clone() };
+            let metrics = &self.health.metrics;
+            metrics
+                .metallb_addresses_in_use
+                .get_or_create(&metallb_labels)
+                .set(stats.assigned_ipv4.saturating_add(stats.assigned_ipv6));
+            metrics
+                .metallb_addresses_total
+                .get_or_create(&metallb_labels)
+                .set(
+                    [
+                        stats.assigned_ipv4,
+                        stats.available_ipv4,
+                        stats.assigned_ipv6,
+                        stats.available_ipv6,
+                    ]
+                    .into_iter()
+                    .fold(0i64, i64::saturating_add),
+                );
             let orphans: Vec<Value> = orphaned
                 .get(&name)
                 .map(|held| {

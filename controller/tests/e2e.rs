@@ -136,6 +136,11 @@ async fn the_seed_example_gets_its_external_ip() {
         "ferrolb_controller_pool_addresses_in_use{pool=\"first-pool\",family=\"IPv4\"} 1",
         "ferrolb_controller_pool_addresses{pool=\"first-pool\",family=\"IPv4\"} 11",
         "ferrolb_controller_reconcile_duration_seconds_count",
+        // MetalLB's names, for MetalLB's alerts and dashboards.
+        "metallb_allocator_addresses_in_use_total{pool=\"first-pool\"} 1\n",
+        "metallb_allocator_addresses_total{pool=\"first-pool\"} 11\n",
+        "metallb_k8s_client_config_loaded_bool 1\n",
+        "metallb_k8s_client_config_stale_bool 0\n",
     ] {
         assert!(
             metrics.1.contains(expected),
@@ -246,12 +251,52 @@ async fn shrinking_or_deleting_a_pool_keeps_addresses() {
     let cluster = Cluster::new().await;
     cluster.apply_seed().await;
     cluster.create_myapp().await;
-    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let controller = ControllerProcess::start(&cluster.path("controller"));
+    let health = controller.health_address();
+    let metrics = || {
+        let health = health.clone();
+        async move {
+            tokio::task::spawn_blocking(move || http_get(&health, "/metrics").1)
+                .await
+                .unwrap()
+        }
+    };
     let api = cluster.services();
     assert_eq!(
         ingress_ips(&wait_for_ip(&api, "myapp").await),
         ["192.168.117.100"]
     );
+    // An invalid pool beside it: the configuration is stale until it is fixed or removed.
+    create_all(
+        &cluster.admin,
+        vec![pool_object(
+            "broken",
+            json!({"addresses": ["192.0.2.10-192.0.2.20"], "serviceAllocation": {"priority": 1,
+                   "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
+        )],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the invalid pool makes the configuration stale",
+        60,
+        || async {
+            metrics()
+                .await
+                .contains("metallb_k8s_client_config_stale_bool 1\n")
+        },
+    )
+    .await;
+    pool_api(&cluster.admin)
+        .delete("broken", &Default::default())
+        .await
+        .unwrap();
+    wait_until("the configuration is whole again", 60, || async {
+        let text = metrics().await;
+        text.contains("metallb_k8s_client_config_stale_bool 0\n")
+            && !text.contains("pool=\"broken\"")
+    })
+    .await;
     let pools = pool_api(&cluster.admin);
     set_pool_addresses(&cluster, "first-pool", &["192.168.117.105-192.168.117.110"]).await;
     // The pool's status catches up: six free addresses, none assigned from it any more.
@@ -272,6 +317,11 @@ async fn shrinking_or_deleting_a_pool_keeps_addresses() {
         .unwrap();
     wait_until("the new Service is refused with an Event", 60, || async {
         has_event(&cluster, "late", "AllocationFailed").await
+    })
+    .await;
+    // A deleted pool's series go away with it.
+    wait_until("the deleted pool leaves the metrics", 60, || async {
+        !metrics().await.contains("pool=\"first-pool\"")
     })
     .await;
     assert_eq!(

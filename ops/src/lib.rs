@@ -1,5 +1,8 @@
 //! What every long-running ferrolb component shares: its logging setup, the HTTP server
-//! of `/healthz`, `/readyz` and Prometheus `/metrics`, and lean watches for its caches.
+//! of `/healthz`, `/readyz` and Prometheus `/metrics` (with the metrics MetalLB's users query,
+//! under MetalLB's names: `metallb_metrics`), and lean watches for its caches.
+
+pub mod metallb_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -125,7 +125,7 @@ fn main() {
     let client_mac: MacAddr = client.mac("eth0").unwrap().parse().unwrap();
     let responder = std::thread::spawn(move || {
         enter(&node);
-        let responder = Responder::start(eligible_interfaces()).unwrap();
+        let responder = Responder::start(eligible_interfaces(), Duration::ZERO).unwrap();
         let owned: BTreeSet<IpAddr> = BTreeSet::from(["192.168.117.100".parse().unwrap()]);
         responder.set_table(HashMap::from([("eth0".to_string(), owned)]));
         responder

@@ -115,6 +115,45 @@ pub fn covers(advertisement: &L2Advertisement, pool: &PoolInfo, service: &Servic
     pool_covered && service_covered
 }
 
+/// What is wrong with an advertisement's selectors, if anything: an invalid one matches
+/// nothing (see [`covers`]), so the advertisement announces less than it says.
+pub fn invalid_selectors(advertisement: &L2Advertisement) -> Vec<String> {
+    let Some(spec) = &advertisement.spec else {
+        return Vec::new();
+    };
+    let lists = [
+        (
+            "ipAddressPoolSelectors",
+            spec.ip_address_pool_selectors.as_deref(),
+        ),
+        ("serviceSelectors", spec.service_selectors.as_deref()),
+        ("nodeSelectors", spec.node_selectors.as_deref()),
+    ];
+    let mut problems = Vec::new();
+    for (field, selectors) in lists {
+        for (i, selector) in selectors.unwrap_or_default().iter().enumerate() {
+            if let Err(e) = ferrolb_crds::label_selector::validate(selector) {
+                problems.push(format!("spec.{field}[{i}]: {}", e.0));
+            }
+        }
+    }
+    for (i, term) in spec
+        .preferred_node_selectors
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if let Err(e) = ferrolb_crds::label_selector::validate(&term.preference) {
+            problems.push(format!(
+                "spec.preferredNodeSelectors[{i}].preference: {}",
+                e.0
+            ));
+        }
+    }
+    problems
+}
+
 fn selects_node(advertisement: &L2Advertisement, node: &NodeInfo) -> bool {
     let selectors = advertisement
         .spec

@@ -4,6 +4,10 @@
 //! One schedule holds every address being announced, so that a node taking over thousands of
 //! addresses at once (its peer died) runs one timer, not a thread per address. The schedule
 //! itself is pure; [`spawn`] runs it on a thread that sends the frames.
+//!
+//! Optionally (`--gratuitous-arp-interval`) an owned address is announced again every period
+//! after that, for as long as it is owned: switches whose forwarding entries age out sooner
+//! than the clients' neighbour entries otherwise flood, or drop, the traffic in between.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -29,6 +33,8 @@ pub struct Schedule<K> {
     /// Where each announced `K` sits in `due`: a new takeover restarts its schedule.
     at: HashMap<K, (Instant, u64)>,
     sequence: u64,
+    /// Announce again this often after the takeover's steps, while owned.
+    period: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -44,11 +50,20 @@ impl<K> Default for Schedule<K> {
             due: BTreeMap::new(),
             at: HashMap::new(),
             sequence: 0,
+            period: None,
         }
     }
 }
 
 impl<K: Clone + Eq + Hash> Schedule<K> {
+    /// A schedule that also announces every owned address every `period` (none when zero).
+    pub fn with_period(period: Duration) -> Self {
+        Schedule {
+            period: (!period.is_zero()).then_some(period),
+            ..Schedule::default()
+        }
+    }
+
     /// Starts (or restarts) announcing `key` from `now`.
     pub fn start(&mut self, key: K, now: Instant) {
         if let Some(slot) = self.at.remove(&key) {
@@ -61,8 +76,21 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
         });
     }
 
+    /// When a step is due: the takeover's steps, then one period after another.
+    fn due(&self, pending: &Pending<K>) -> Instant {
+        let last = GRATUITOUS_SCHEDULE.len() - 1;
+        match GRATUITOUS_SCHEDULE.get(pending.step) {
+            Some(offset) => pending.started + *offset,
+            None => {
+                let periods = u32::try_from(pending.step - last).unwrap_or(u32::MAX);
+                let period = self.period.unwrap_or_default();
+                pending.started + GRATUITOUS_SCHEDULE[last] + period.saturating_mul(periods)
+            }
+        }
+    }
+
     fn insert(&mut self, pending: Pending<K>) {
-        let when = pending.started + GRATUITOUS_SCHEDULE[pending.step];
+        let when = self.due(&pending);
         self.sequence += 1;
         let slot = (when, self.sequence);
         self.at.insert(pending.key.clone(), slot);
@@ -88,7 +116,7 @@ impl<K: Clone + Eq + Hash> Schedule<K> {
                 continue;
             }
             taken.push(pending.key.clone());
-            if pending.step + 1 < GRATUITOUS_SCHEDULE.len() {
+            if pending.step + 1 < GRATUITOUS_SCHEDULE.len() || self.period.is_some() {
                 self.insert(Pending {
                     step: pending.step + 1,
                     ..pending
@@ -119,6 +147,7 @@ pub const PACE_PAUSE: Duration = Duration::from_millis(1);
 /// `send` sends it, returning the frames it sent. The thread ends when the returned sender is
 /// dropped.
 pub fn spawn<K>(
+    period: Duration,
     still_ours: impl Fn(&K) -> bool + Send + 'static,
     send: impl Fn(&K) -> usize + Send + 'static,
 ) -> Sender<K>
@@ -128,7 +157,7 @@ where
     let (starts, started) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("gratuitous".into())
-        .spawn(move || run(&started, still_ours, send));
+        .spawn(move || run(Schedule::with_period(period), &started, still_ours, send));
     if let Err(e) = spawned {
         warn!(error = %e, "could not start the gratuitous announcements' thread");
     }
@@ -136,11 +165,11 @@ where
 }
 
 fn run<K: Clone + Eq + Hash>(
+    mut schedule: Schedule<K>,
     started: &Receiver<K>,
     still_ours: impl Fn(&K) -> bool,
     send: impl Fn(&K) -> usize,
 ) {
-    let mut schedule = Schedule::default();
     // Frames sent since the last pause (or the last wait as long as one).
     let mut in_burst = 0;
     loop {
@@ -238,9 +267,35 @@ mod tests {
     }
 
     #[test]
+    fn with_a_period_an_owned_address_is_announced_again_until_it_is_lost() {
+        let start = Instant::now();
+        let mut schedule = Schedule::with_period(Duration::from_secs(30));
+        schedule.start("a", start);
+        let mut sent = Vec::new();
+        for ms in [0, 500, 1000, 2000, 31_999, 32_000, 62_000, 92_000] {
+            if !schedule.take_due(at(start, ms), |_| true).is_empty() {
+                sent.push(ms);
+            }
+        }
+        assert_eq!(sent, vec![0, 500, 1000, 2000, 32_000, 62_000, 92_000]);
+        assert_eq!(schedule.next_due(), Some(at(start, 122_000)));
+        // Lost: the next due step ends the schedule.
+        assert!(schedule.take_due(at(start, 122_000), |_| false).is_empty());
+        assert!(schedule.is_empty());
+        // A zero period is no period.
+        let mut once = Schedule::with_period(Duration::ZERO);
+        once.start("b", start);
+        for ms in [0, 500, 1000, 2000] {
+            assert_eq!(once.take_due(at(start, ms), |_| true), vec!["b"]);
+        }
+        assert!(once.is_empty());
+    }
+
+    #[test]
     fn a_large_takeover_is_sent_in_paced_bursts() {
         let (sent_tx, sent_rx) = std::sync::mpsc::channel();
         let starts = spawn(
+            Duration::ZERO,
             |_: &u32| true,
             move |key: &u32| {
                 let _ = sent_tx.send((*key, Instant::now()));
@@ -269,6 +324,7 @@ mod tests {
     fn the_thread_sends_at_once_and_ends_with_its_sender() {
         let (sent_tx, sent_rx) = std::sync::mpsc::channel();
         let starts = spawn(
+            Duration::ZERO,
             |_: &u32| true,
             move |key: &u32| {
                 let _ = sent_tx.send(*key);

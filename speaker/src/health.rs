@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ferrolb_ops::metallb_metrics::{AnnouncedLabels, ConfigMetrics};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -21,11 +23,19 @@ pub struct Health {
     pub isolated: Gauge,
     /// Speakers whose heartbeat Lease is fresh, as this one last saw them.
     pub speakers_running: Gauge,
+    /// Addresses the speakers elect an owner for (the same on every speaker once they agree):
+    /// more than all nodes answer for together means some address has no answerer.
+    pub addresses_to_announce: Gauge,
+    /// MetalLB's `metallb_speaker_announced`: 1 per Service and address this node announces.
+    pub announced_services: Family<AnnouncedLabels, Gauge>,
+    /// MetalLB's configuration gauges: loaded, and stale while a pool or an advertisement is
+    /// invalid and ignored.
+    pub config: ConfigMetrics,
 }
 
 impl Health {
     pub fn new(counters: &Counters) -> Self {
-        let mut registry = Registry::with_prefix("ferrolb_speaker");
+        let mut root = Registry::default();
         let (announced, peers_alive, fenced, isolated, speakers_running) = (
             Gauge::default(),
             Gauge::default(),
@@ -33,6 +43,32 @@ impl Health {
             Gauge::default(),
             Gauge::default(),
         );
+        let addresses_to_announce = Gauge::default();
+        let announced_services = Family::<AnnouncedLabels, Gauge>::default();
+        let config = ConfigMetrics::default();
+        // MetalLB's names, with MetalLB's labels, for its alert rules and dashboards.
+        root.register(
+            "metallb_layer2_requests_received",
+            "Number of layer2 requests received for owned IPs (MetalLB's name)",
+            counters.metallb_requests.clone(),
+        );
+        root.register(
+            "metallb_layer2_responses_sent",
+            "Number of layer2 responses sent for owned IPs in response to requests (MetalLB's name)",
+            counters.metallb_responses.clone(),
+        );
+        root.register(
+            "metallb_layer2_gratuitous_sent",
+            "Number of gratuitous layer2 packets sent for owned IPs (MetalLB's name)",
+            counters.metallb_gratuitous.clone(),
+        );
+        root.register(
+            "metallb_speaker_announced",
+            "Services being announced from this node (MetalLB's name)",
+            announced_services.clone(),
+        );
+        config.register(&mut root);
+        let registry = root.sub_registry_with_prefix("ferrolb_speaker");
         registry.register(
             "arp_requests_received",
             "ARP requests seen on the node's interfaces for addresses this node announces (the kernel filter drops the others)",
@@ -88,14 +124,22 @@ impl Health {
             "Speakers whose heartbeat Lease is fresh, as this one last saw them",
             speakers_running.clone(),
         );
+        registry.register(
+            "addresses_to_announce",
+            "Addresses the speakers elect an owner for; beyond what all nodes answer for together, some address has no answerer",
+            addresses_to_announce.clone(),
+        );
         Health {
             ready: AtomicBool::new(false),
-            registry,
+            registry: root,
             announced,
             peers_alive,
             fenced,
             isolated,
             speakers_running,
+            addresses_to_announce,
+            announced_services,
+            config,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod frame_filter;
 pub mod gratuitous;
 pub mod health;
 pub mod heartbeat;
+pub mod interface_exclusion;
 pub mod l2_status;
 pub mod membership;
 pub mod node_interfaces;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ferrolb_speaker::health::Health;
+use ferrolb_speaker::interface_exclusion::{self, InterfaceExclusion};
 use ferrolb_speaker::membership::{Membership, Timing};
 use ferrolb_speaker::responder::{Responder, eligible_interfaces};
 use ferrolb_speaker::runtime::{Config, run};
@@ -49,6 +50,44 @@ struct Args {
     /// move.
     #[arg(long, env = "FERROLB_SUSPECT_TIMEOUT_MS", default_value_t = Timing::default().suspect_to_down.as_millis() as u64)]
     suspect_timeout_ms: u64,
+    /// MetalLB's `metallb-excludel2` ConfigMap key, mounted as a file: interfaces whose name
+    /// matches one of its `announcedInterfacesToExclude` expressions are never announced on.
+    /// A missing file excludes nothing; it is read at start, as MetalLB does.
+    #[arg(long, env = "FERROLB_EXCLUDE_L2_CONFIG", default_value = interface_exclusion::DEFAULT_PATH)]
+    exclude_l2_config: std::path::PathBuf,
+    /// Besides the announcements on every takeover, announce every owned address again this
+    /// often (gratuitous ARP / unsolicited NA), for switches whose forwarding entries age out
+    /// before the clients' neighbour entries: "30s", "5m", or plain seconds. 0 (the default)
+    /// sends none.
+    #[arg(long, env = "FERROLB_GRATUITOUS_ARP_INTERVAL", default_value = "0", value_parser = parse_interval)]
+    gratuitous_arp_interval: std::time::Duration,
+}
+
+/// "30s", "500ms", "5m", "1h" or a plain number of seconds.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 30s, 5m or 60)"))?;
+    let millis = match unit {
+        "" | "s" => number.checked_mul(1000),
+        "ms" => Some(number),
+        "m" => number.checked_mul(60_000),
+        "h" => number.checked_mul(3_600_000),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?} is not a duration (like 30s, 5m or 60)"))?;
+    let interval = std::time::Duration::from_millis(millis);
+    if !interval.is_zero() && interval < std::time::Duration::from_secs(1) {
+        return Err(format!(
+            "{text:?}: the interval must be 0 (off) or at least 1s"
+        ));
+    }
+    Ok(interval)
 }
 
 /// Taints that say a node is going away: its addresses move at once on SIGTERM.
@@ -138,13 +177,26 @@ async fn main() -> anyhow::Result<()> {
         "failure detection"
     );
     let membership = Membership::start(&args.node_name, bind, Some(advertise), timing, 3).await?;
-    let interfaces = eligible_interfaces();
+    let exclusion = InterfaceExclusion::read(&args.exclude_l2_config)
+        .map_err(|e| anyhow::anyhow!("the interface exclusions (metallb-excludel2): {e}"))?;
+    let (interfaces, excluded): (Vec<_>, Vec<_>) = eligible_interfaces()
+        .into_iter()
+        .partition(|i| !exclusion.excludes(&i.name));
+    if !excluded.is_empty() {
+        tracing::info!(
+            excluded = ?excluded.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            patterns = ?exclusion.patterns(),
+            "interfaces excluded from announcements (metallb-excludel2)"
+        );
+    }
     if interfaces.is_empty() {
-        anyhow::bail!("no interface can carry ARP on this node (up, broadcast, not enslaved)");
+        anyhow::bail!(
+            "no interface can carry ARP on this node (up, broadcast, not enslaved, not excluded by metallb-excludel2)"
+        );
     }
     let interface_names: std::collections::BTreeSet<String> =
         interfaces.iter().map(|i| i.name.clone()).collect();
-    let responder = Responder::start(interfaces)?;
+    let responder = Responder::start(interfaces, args.gratuitous_arp_interval)?;
     let health = Arc::new(Health::new(&responder.counters));
     let server = tokio::spawn(ferrolb_ops::serve(health_addr, health.clone()));
     let config = Config {
@@ -179,6 +231,25 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopping: leaving the gossip cluster so peers take over now");
             leave.leave().await;
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn intervals_read_as_durations_or_seconds() {
+        assert_eq!(parse_interval("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_interval("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_interval("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_interval("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_interval("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_interval("1500ms"), Ok(Duration::from_millis(1500)));
+        for bad in ["", "s", "-5", "1.5s", "10 parsecs", "500ms"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
         }
     }
 }

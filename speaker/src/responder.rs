@@ -21,6 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tracing::{debug, info, warn};
 
+use ferrolb_ops::metallb_metrics::{IpLabels, UntypedCounter};
+
 use crate::conflict::Conflict;
 use crate::frame_filter::Program;
 use crate::gratuitous;
@@ -71,6 +73,40 @@ pub struct Counters {
     pub dropped: Family<DropLabels, Counter>,
     /// Frames in which another MAC claims an address this node answers for, by kind.
     pub conflicts: Family<ConflictLabels, Counter>,
+    /// MetalLB's per-address counters (`metallb_layer2_requests_received`, `_responses_sent`,
+    /// `_gratuitous_sent`), for the addresses this node answers for.
+    pub metallb_requests: Family<IpLabels, UntypedCounter>,
+    pub metallb_responses: Family<IpLabels, UntypedCounter>,
+    pub metallb_gratuitous: Family<IpLabels, UntypedCounter>,
+}
+
+/// One answered address's MetalLB counters, looked up by address on every frame (no label
+/// text is built per frame).
+#[derive(Clone, Default)]
+struct AddressCounters {
+    requests: UntypedCounter,
+    responses: UntypedCounter,
+    gratuitous: UntypedCounter,
+}
+
+type PerAddress = Arc<RwLock<HashMap<IpAddr, AddressCounters>>>;
+
+impl Counters {
+    fn address_counters(&self, ip: IpAddr) -> AddressCounters {
+        let labels = IpLabels { ip: ip.to_string() };
+        AddressCounters {
+            requests: self.metallb_requests.get_or_create(&labels).clone(),
+            responses: self.metallb_responses.get_or_create(&labels).clone(),
+            gratuitous: self.metallb_gratuitous.get_or_create(&labels).clone(),
+        }
+    }
+
+    fn forget_address(&self, ip: IpAddr) {
+        let labels = IpLabels { ip: ip.to_string() };
+        self.metallb_requests.remove(&labels);
+        self.metallb_responses.remove(&labels);
+        self.metallb_gratuitous.remove(&labels);
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,12 +236,14 @@ struct Shared {
     /// Addresses this node is elected for but has yielded to a lower MAC: claims on them are
     /// still conflicts, so a claimant that keeps claiming keeps this node silent.
     yielded: RwLock<BTreeSet<IpAddr>>,
+    per_address: PerAddress,
 }
 
 impl Responder {
     /// Opens a raw socket on each interface and starts answering (nothing, until a table is
-    /// set).
-    pub fn start(interfaces: Vec<Interface>) -> anyhow::Result<Self> {
+    /// set). With a non-zero `gratuitous_period`, owned addresses are also announced again
+    /// that often (see `gratuitous`).
+    pub fn start(interfaces: Vec<Interface>, gratuitous_period: Duration) -> anyhow::Result<Self> {
         let table: Arc<RwLock<Table>> = Arc::default();
         let counters: Arc<Counters> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -217,6 +255,7 @@ impl Responder {
             own_macs: interfaces.iter().map(|i| i.mac.octets()).collect(),
             conflicts: conflicts_tx,
             yielded: RwLock::default(),
+            per_address: PerAddress::default(),
         });
         let mut ports = HashMap::new();
         for interface in interfaces {
@@ -273,7 +312,9 @@ impl Responder {
         }
         let announcements = {
             let (table, ports, counters) = (table.clone(), ports.clone(), counters.clone());
+            let per_address = shared.per_address.clone();
             gratuitous::spawn(
+                gratuitous_period,
                 move |(interface, ip): &(String, IpAddr)| {
                     let table = table.read().unwrap_or_else(|e| e.into_inner());
                     table.get(interface).is_some_and(|a| a.contains(ip))
@@ -283,10 +324,14 @@ impl Responder {
                         return 0;
                     };
                     let frames = gratuitous_frames(&port.interface, *ip);
-                    for frame in &frames {
-                        if port.send(frame) {
-                            counters.gratuitous.inc();
-                        }
+                    let sent = frames.iter().filter(|frame| port.send(frame)).count();
+                    counters.gratuitous.inc_by(sent as u64);
+                    if let Some(address) = per_address
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(ip)
+                    {
+                        address.gratuitous.inc_by(sent as u64);
                     }
                     frames.len()
                 },
@@ -437,6 +482,23 @@ impl Responder {
                 }
             }
             table.retain(|_, answered| !answered.is_empty());
+            let mut per_address = self
+                .shared
+                .per_address
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for ip in gained.values().flatten() {
+                per_address
+                    .entry(*ip)
+                    .or_insert_with(|| self.counters.address_counters(*ip));
+            }
+            for ip in lost.values().flatten() {
+                if !table.values().any(|answered| answered.contains(ip))
+                    && per_address.remove(ip).is_some()
+                {
+                    self.counters.forget_address(*ip);
+                }
+            }
         }
         {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
@@ -515,6 +577,17 @@ fn answer(port: &Port, frame: &[u8], shared: &Shared) {
     if !answered_here(question.target()) {
         return;
     }
+    let per_address = |count: fn(&AddressCounters) -> &UntypedCounter| {
+        if let Some(address) = shared
+            .per_address
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&question.target())
+        {
+            count(address).inc();
+        }
+    };
+    per_address(|a| &a.requests);
     let reply = match question {
         Question::Arp {
             sender_mac,
@@ -529,6 +602,7 @@ fn answer(port: &Port, frame: &[u8], shared: &Shared) {
     };
     if port.send(&reply) {
         shared.counters.responses.inc();
+        per_address(|a| &a.responses);
         debug!(interface = %port.interface.name, address = %question.target(), "answered");
     }
 }

@@ -29,7 +29,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
-use crate::announce_policy::{NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
+use crate::announce_policy::{self, NodeInfo, Plan, PoolInfo, ServiceInfo, plan};
 use crate::cache_trim;
 use crate::conflict::{Conflict, Conflicts, Handling, Resolution, YIELD_FOR};
 use crate::election::{Candidate, keep_or_elect};
@@ -694,6 +694,30 @@ fn correct_answering(
     Touched::Some(addresses)
 }
 
+/// Keeps MetalLB's `metallb_speaker_announced` (1 per Service and address announced from
+/// this node) in step with one Service's change.
+fn report_announced(
+    health: &crate::health::Health,
+    node: &str,
+    change: &crate::plan_cache::AnnouncementChange,
+) {
+    let labels = |ip: &IpAddr| ferrolb_ops::metallb_metrics::AnnouncedLabels {
+        service: format!("{}/{}", change.service.0, change.service.1),
+        protocol: "layer2".to_string(),
+        node: node.to_string(),
+        ip: ip.to_string(),
+    };
+    let empty = BTreeSet::new();
+    let before = change.before.as_ref().map_or(&empty, |a| &a.addresses);
+    let after = change.after.as_ref().map_or(&empty, |a| &a.addresses);
+    for ip in before.difference(after) {
+        health.announced_services.remove(&labels(ip));
+    }
+    for ip in after.difference(before) {
+        health.announced_services.get_or_create(&labels(ip)).set(1);
+    }
+}
+
 /// Runs the speaker until the process ends.
 pub async fn run(
     client: Client,
@@ -825,6 +849,7 @@ pub async fn run(
     // counts changed with it.
     let mut recheck_next: Touched<IpAddr> = Touched::Everything;
     let mut last_alive: BTreeSet<String> = BTreeSet::new();
+    let mut last_invalid_advertisements: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut last_status_sync = tokio::time::Instant::now();
     let mut generations: BTreeMap<ServiceKey, u64> = BTreeMap::new();
     let mut next_generation: u64 = 0;
@@ -981,13 +1006,30 @@ pub async fn run(
 
         let taken = lock(&watched).take();
         let (touched_services, touched_statuses) = (&taken.services, &taken.statuses);
+        let pool_objects = pools.state();
+        let pool_infos: Vec<PoolInfo> = pool_objects.iter().filter_map(|p| pool_info(p)).collect();
+        let advertisement_objects: Vec<L2Advertisement> = advertisements
+            .state()
+            .iter()
+            .map(|a| (**a).clone())
+            .collect();
+        let invalid_advertisements: BTreeMap<String, Vec<String>> = advertisement_objects
+            .iter()
+            .map(|a| (a.name_any(), announce_policy::invalid_selectors(a)))
+            .filter(|(_, problems)| !problems.is_empty())
+            .collect();
+        if invalid_advertisements != last_invalid_advertisements {
+            for (name, problems) in &invalid_advertisements {
+                warn!(advertisement = %name, problems = %problems.join("; "), "invalid selector: it matches nothing, so the advertisement announces less than it says");
+            }
+            last_invalid_advertisements = invalid_advertisements;
+        }
+        health
+            .config
+            .set(pool_objects.len() - pool_infos.len() + last_invalid_advertisements.len());
         let plan_inputs = (
-            pools.state().iter().filter_map(|p| pool_info(p)).collect(),
-            advertisements
-                .state()
-                .iter()
-                .map(|a| (**a).clone())
-                .collect(),
+            pool_infos,
+            advertisement_objects,
             node_objects.iter().map(|n| node_info(n)).collect(),
         );
         let lb_class = config.lb_class.as_deref();
@@ -1136,6 +1178,12 @@ pub async fn run(
         // The writer reconciles what the API server holds with what this node announces; it
         // is woken when either changed, and now and then in case a write was lost.
         let changes = plans.announce(&answering.table, &table_changed);
+        health
+            .addresses_to_announce
+            .set(plans.decision().owners.len() as i64);
+        for change in &changes {
+            report_announced(&health, &config.node_name, change);
+        }
         for change in &changes {
             match &change.after {
                 None => {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferrolb_crds::L2Advertisement;
 use ferrolb_crds::pool_address::parse_pool_address;
-use ferrolb_speaker::announce_policy::{EXCLUDE_LABEL, NodeInfo, PoolInfo, ServiceInfo, plan};
+use ferrolb_speaker::announce_policy::{
+    self, EXCLUDE_LABEL, NodeInfo, PoolInfo, ServiceInfo, plan,
+};
 use serde_json::json;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -242,4 +244,24 @@ fn the_recorded_pool_wins_among_overlapping_pools() {
     );
     recorded.pool = Some("first-pool".into());
     assert_eq!(plan(&recorded, &overlapping, &seed, &nodes()).len(), 1);
+}
+
+#[test]
+fn invalid_selectors_are_named_with_their_field() {
+    let ok = advertisement(json!({"nodeSelectors": [{"matchLabels": {"a": "b"}}]}));
+    assert!(announce_policy::invalid_selectors(&ok).is_empty());
+    let bad = advertisement(json!({
+        "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}],
+        "preferredNodeSelectors": [{"weight": 1, "preference": {"matchExpressions": [{"key": "x", "operator": "In"}]}}],
+    }));
+    let problems = announce_policy::invalid_selectors(&bad);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("spec.serviceSelectors[0]: "),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("spec.preferredNodeSelectors[0].preference: "),
+        "{problems:?}"
+    );
 }

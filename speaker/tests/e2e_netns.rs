@@ -70,6 +70,27 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
         metric(&metrics, "ferrolb_speaker_announced_addresses") >= 1.0,
         "{metrics}"
     );
+    // MetalLB's names and labels, for MetalLB's alerts and dashboards.
+    let announced = format!(
+        "metallb_speaker_announced{{service=\"default/myapp\",protocol=\"layer2\",node=\"{v4_owner}\",ip=\"192.168.117.100\"}} 1\n"
+    );
+    assert!(metrics.contains(&announced), "{announced} not in {metrics}");
+    for name in [
+        "metallb_layer2_requests_received{ip=\"192.168.117.100\"}",
+        "metallb_layer2_responses_sent{ip=\"192.168.117.100\"}",
+        "metallb_layer2_gratuitous_sent{ip=\"192.168.117.100\"}",
+        "metallb_k8s_client_config_loaded_bool",
+    ] {
+        assert!(metric(&metrics, name) >= 1.0, "{name}: {metrics}");
+    }
+    assert_eq!(
+        metric(&metrics, "metallb_k8s_client_config_stale_bool"),
+        0.0
+    );
+    assert!(
+        metric(&metrics, "ferrolb_speaker_addresses_to_announce") >= 2.0,
+        "{metrics}"
+    );
 
     // The client listens for announcements, then the owner's speaker is killed.
     let (seen_tx, seen) = mpsc::channel();

@@ -129,3 +129,66 @@ fn a_node_outside_the_addresss_subnet_is_never_elected_when_others_are_in_it() {
             .then_some(())
     });
 }
+
+/// MetalLB's `metallb-excludel2` ConfigMap: node-1's speaker excludes eth0, its only link to
+/// the segment, so an address the hash gives node-1 is answered by another node, and node-1
+/// never answers on eth0.
+#[test]
+fn an_interface_excluded_by_metallb_excludel2_carries_no_announcement() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::start();
+    let ip = address_hashed_to("192.168.117", "node-1");
+    let node_1 = lab.segment.host("node-1").unwrap();
+    // A second link, so that node-1 keeps an interface to run on.
+    node_1
+        .ip(&[
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1-peer",
+        ])
+        .unwrap();
+    for link in ["eth1", "eth1-peer"] {
+        node_1.ip(&["link", "set", link, "up"]).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let excludel2 = dir.path().join("excludel2.yaml");
+    std::fs::write(
+        &excludel2,
+        "announcedInterfacesToExclude: [\"^docker.*\", \"^eth0$\"]\n",
+    )
+    .unwrap();
+    lab.kill("node-1");
+    lab.start_speaker_with(
+        "node-1",
+        &["--exclude-l2-config", excludel2.to_str().unwrap()],
+    );
+    poll("node-1 says it excludes eth0", 30, || {
+        lab.speaker_log("node-1")
+            .iter()
+            .any(|l| l.contains("interfaces excluded from announcements") && l.contains("eth0"))
+            .then_some(())
+    });
+    lab.create(vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "excluded", "namespace": "metallb-system"},
+            "spec": {"addresses": [format!("{ip}/32")]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": "excluded", "namespace": "metallb-system"},
+            "spec": {"ipAddressPools": ["excluded"]}}),
+    ]);
+    lab.add_service("excluded-app", &[&ip]);
+    let expected = owner_among(&["node-2", "node-3"], &ip);
+    lab.wait_for_answer(&ip, Some(expected), "a node that may use eth0 answers");
+    for _ in 0..3 {
+        assert_eq!(lab.arp_answers(&ip), [lab.mac_of(expected)]);
+    }
+    poll("the status names that node", 30, || {
+        (status_of(&lab, "excluded-app") == [(expected.to_string(), vec!["eth0".to_string()])])
+            .then_some(())
+    });
+}

@@ -12,7 +12,9 @@ mod common;
 
 use common::{arping, arping_n, enter, in_netns, ndisc6, raw_eth0};
 use ferrolb_lab::netns::{Segment, unique_prefix};
+use ferrolb_ops::Probe;
 use ferrolb_speaker::gratuitous::GRATUITOUS_SCHEDULE;
+use ferrolb_speaker::health::Health;
 use ferrolb_speaker::packet::{self, MacAddr};
 use ferrolb_speaker::responder::{Responder, Table, eligible_interfaces};
 use ferrolb_speaker::watch_changes::Touched;
@@ -50,7 +52,7 @@ fn start_responder(lab: &Lab) -> Responder {
             ["eth0"],
             "lo is not eligible"
         );
-        Responder::start(interfaces).unwrap()
+        Responder::start(interfaces, Duration::ZERO).unwrap()
     })
 }
 
@@ -83,12 +85,36 @@ fn answers_arp_and_ndp_only_for_what_it_announces() {
     assert_eq!(responder.counters.arp_requests.get(), arp_before);
     assert_eq!(responder.counters.ndp_solicitations.get(), ndp_before);
 
+    // MetalLB's per-address counters follow the owned addresses.
+    let text = Health::new(&responder.counters).metrics_text();
+    for (name, at_least) in [
+        (
+            "metallb_layer2_requests_received{ip=\"192.168.117.100\"} ",
+            2,
+        ),
+        ("metallb_layer2_responses_sent{ip=\"192.168.117.100\"} ", 2),
+        ("metallb_layer2_requests_received{ip=\"2001:db8::100\"} ", 1),
+        ("metallb_layer2_gratuitous_sent{ip=\"2001:db8::100\"} ", 1),
+    ] {
+        let value: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        assert!(value >= at_least, "{name}{value}");
+    }
+    assert!(!text.contains("192.168.117.101"), "not owned, not counted");
+
     responder.set_table(Table::new());
     assert!(
         arping(client, "192.168.117.100").is_empty(),
         "withdrawn: no answer"
     );
     assert_eq!(ndisc6(client, "2001:db8::100"), None);
+    let text = Health::new(&responder.counters).metrics_text();
+    assert!(
+        !text.contains("ip=\"192.168.117.100\""),
+        "a withdrawn address's series go: {text}"
+    );
 }
 
 #[test]
@@ -259,6 +285,50 @@ fn a_takeover_of_many_addresses_announces_each_at_once() {
         announced.insert(ip);
     }
     assert_eq!(announced, taken);
+    drop(seen);
+    listener.join().unwrap();
+}
+
+/// `--gratuitous-arp-interval`: after the takeover's announcements (0, 0.5, 1 and 2 s), an
+/// owned address is announced again every period.
+#[test]
+fn with_an_interval_owned_addresses_are_announced_again() {
+    let lab = lab();
+    let client = lab.segment.host("client").unwrap();
+    let responder = in_netns(lab.segment.host("node").unwrap(), || {
+        Responder::start(eligible_interfaces(), Duration::from_secs(1)).unwrap()
+    });
+    let (seen_tx, seen) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let client_name = client.name.clone();
+    let listener = std::thread::spawn(move || {
+        enter(&client_name);
+        let (_tx, mut rx) = raw_eth0(Duration::from_millis(50));
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(frame) = rx.next()
+                && let Some((_, ip, true)) = packet::read_announcement(frame)
+                && seen_tx.send((ip, Instant::now())).is_err()
+            {
+                return;
+            }
+        }
+    });
+    ready.recv().unwrap();
+    let ip: IpAddr = "192.168.117.100".parse().unwrap();
+    let started = Instant::now();
+    responder.set_table(table(&["192.168.117.100"]));
+    let takeover_ends = started + GRATUITOUS_SCHEDULE[GRATUITOUS_SCHEDULE.len() - 1];
+    let mut later = 0;
+    while later < 2 {
+        let (seen_ip, at) = seen
+            .recv_timeout(Duration::from_secs(3))
+            .unwrap_or_else(|_| panic!("{later} periodic announcements"));
+        if seen_ip == ip && at > takeover_ends + Duration::from_millis(500) {
+            later += 1;
+        }
+    }
     drop(seen);
     listener.join().unwrap();
 }

@@ -1,5 +1,7 @@
 //! Helpers shared by ferrolb's cross-crate tests.
 
+pub mod monitoring;
+
 use std::path::PathBuf;
 
 /// The repository root, found from this crate's manifest directory.

@@ -74,9 +74,20 @@ pub struct Speaker {
 
 impl Speaker {
     pub fn start(netns: &Netns, node: &str, kubeconfig: &std::path::Path) -> Self {
+        Speaker::start_with(netns, node, kubeconfig, &[])
+    }
+
+    /// Starts a speaker with more command-line arguments.
+    pub fn start_with(
+        netns: &Netns,
+        node: &str,
+        kubeconfig: &std::path::Path,
+        extra_args: &[&str],
+    ) -> Self {
         let mut child = netns
             .command(env!("CARGO_BIN_EXE_ferrolb-speaker"))
             .args(["--node-name", node, "--health-addr", "127.0.0.1:0"])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -511,12 +522,18 @@ impl Lab {
 
     /// Starts (again) the speaker of `node`.
     pub fn start_speaker(&mut self, node: &str) {
+        self.start_speaker_with(node, &[]);
+    }
+
+    /// Starts (again) the speaker of `node` with more command-line arguments.
+    pub fn start_speaker_with(&mut self, node: &str, extra_args: &[&str]) {
         let index = self.index_of(node);
         let netns = self.segment.host(node).unwrap();
-        self.speakers[index] = Some(Speaker::start(
+        self.speakers[index] = Some(Speaker::start_with(
             netns,
             node,
             &self.dir.path().join("speaker"),
+            extra_args,
         ));
     }
 
