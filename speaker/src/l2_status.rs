@@ -184,12 +184,12 @@ impl StatusWriter {
     #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &mut self,
-        announced: &BTreeMap<ServiceKey, Announcement>,
-        services: &BTreeMap<ServiceKey, Arc<Service>>,
+        announced: &imbl::OrdMap<ServiceKey, Announcement>,
+        services: &imbl::OrdMap<ServiceKey, Arc<Service>>,
         alive: &BTreeSet<String>,
         current: &[std::sync::Arc<ServiceL2Status>],
         scope: &Touched<ServiceKey>,
-        generations: &BTreeMap<ServiceKey, u64>,
+        generations: &imbl::OrdMap<ServiceKey, u64>,
         still_announced: &(dyn Fn(&ServiceKey) -> bool + Send + Sync),
     ) -> bool {
         let api: Api<ServiceL2Status> = Api::namespaced(self.client.clone(), &self.namespace);

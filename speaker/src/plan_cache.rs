@@ -93,10 +93,13 @@ pub struct AnnouncementChange {
     pub after: Option<Announcement>,
 }
 
-/// What this node announces, per Service; shared with the status writer until it changes.
-pub type Announced = Arc<BTreeMap<ServiceKey, Announcement>>;
+/// What this node announces, per Service; shared with the status writer. A persistent map: a
+/// snapshot costs nothing and a change copies one path of the tree, not the whole map (with
+/// a `BTreeMap` behind an `Arc`, every change while the writer held the last snapshot copied
+/// all of it: 3,333 entries per change per node at 10,000 Services on 3 nodes).
+pub type Announced = imbl::OrdMap<ServiceKey, Announcement>;
 /// The objects of the Services this node announces (the Events name them).
-pub type AnnouncedObjects = Arc<BTreeMap<ServiceKey, Arc<Service>>>;
+pub type AnnouncedObjects = imbl::OrdMap<ServiceKey, Arc<Service>>;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -539,13 +542,13 @@ impl PlanCache {
                         .get(&key)
                         .is_some_and(|o| Arc::ptr_eq(o, &entry.service));
                     if !same {
-                        Arc::make_mut(&mut self.announced_objects)
+                        self.announced_objects
                             .insert(key.clone(), entry.service.clone());
                     }
                 }
                 _ => {
                     if self.announced_objects.contains_key(&key) {
-                        Arc::make_mut(&mut self.announced_objects).remove(&key);
+                        self.announced_objects.remove(&key);
                     }
                 }
             }
@@ -553,7 +556,7 @@ impl PlanCache {
             if before == after {
                 continue;
             }
-            let announced = Arc::make_mut(&mut self.announced);
+            let announced = &mut self.announced;
             match &after {
                 Some(a) => announced.insert(key.clone(), a.clone()),
                 None => announced.remove(&key),
@@ -990,8 +993,8 @@ mod tests {
                     nodes: Vec::new(),
                 };
                 prop_assert_eq!(
-                    &*cache.announced().0,
-                    &announced_services(&snapshot, &full_decision),
+                    &cache.announced().0,
+                    &announced_services(&snapshot, &full_decision).into_iter().collect::<Announced>(),
                     "after {:?}", step
                 );
             }

@@ -469,7 +469,7 @@ struct StatusWork {
     alive: BTreeSet<String>,
     /// Per announced Service, a number that grows each time this node starts answering
     /// addresses of it it did not answer the pass before (see `l2_status`).
-    generations: BTreeMap<ServiceKey, u64>,
+    generations: imbl::OrdMap<ServiceKey, u64>,
 }
 
 /// Where the status writer reads what the cluster shows now, and which Services to look at.
@@ -851,7 +851,8 @@ pub async fn run(
     let mut last_alive: BTreeSet<String> = BTreeSet::new();
     let mut last_invalid_advertisements: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut last_status_sync = tokio::time::Instant::now();
-    let mut generations: BTreeMap<ServiceKey, u64> = BTreeMap::new();
+    // Persistent, as the wish's maps: each pass hands the writer a snapshot without a copy.
+    let mut generations: imbl::OrdMap<ServiceKey, u64> = imbl::OrdMap::new();
     let mut next_generation: u64 = 0;
     let started = tokio::time::Instant::now();
     let mut settled = false;
