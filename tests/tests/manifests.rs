@@ -427,3 +427,49 @@ fn bindings_give_each_role_to_its_own_service_account() {
         );
     }
 }
+
+/// `kubectl apply -k overlays/with-monitoring`: the whole install plus the monitoring
+/// component, its dashboard ConfigMap holding `config/monitoring`'s dashboard unchanged.
+#[test]
+fn the_monitoring_overlay_adds_the_component_to_the_install() {
+    let overlay = repo_root().join("overlays/with-monitoring");
+    let output = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let objects = ferrolb_e2e::yaml_documents(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    let count = |wanted: &str| objects.iter().filter(|o| kind(o) == wanted).count();
+    assert_eq!(count("PodMonitor"), 2);
+    assert_eq!(count("PrometheusRule"), 1);
+    assert_eq!(count("Deployment"), 1);
+    assert_eq!(count("DaemonSet"), 1);
+    assert_eq!(count("CustomResourceDefinition"), all_crds().len());
+    for object in objects
+        .iter()
+        .filter(|o| ["PodMonitor", "PrometheusRule", "ConfigMap"].contains(&kind(o)))
+    {
+        assert_eq!(
+            object["metadata"]["namespace"], "metallb-system",
+            "{object:#}"
+        );
+    }
+    let dashboard = objects
+        .iter()
+        .find(|o| kind(o) == "ConfigMap" && name(o) == "ferrolb-grafana-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("config/monitoring/grafana-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let in_configmap: Value =
+        serde_json::from_str(dashboard["data"]["ferrolb.json"].as_str().unwrap()).unwrap();
+    assert_eq!(in_configmap, shipped);
+}
