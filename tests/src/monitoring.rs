@@ -125,30 +125,16 @@ pub fn promql_metric_names(expr: &str) -> BTreeSet<String> {
     while i < chars.len() {
         let c = chars[i];
         match c {
-            '"' | '\'' | '`' => {
-                i += 1;
-                while i < chars.len() && chars[i] != c {
-                    if chars[i] == '\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
+            '"' | '\'' | '`' => i = past_quoted(&chars, i),
             '{' | '[' => {
                 let close = if c == '{' { '}' } else { ']' };
+                i += 1;
                 while i < chars.len() && chars[i] != close {
-                    if chars[i] == '"' || chars[i] == '\'' {
-                        let quote = chars[i];
-                        i += 1;
-                        while i < chars.len() && chars[i] != quote {
-                            if chars[i] == '\\' {
-                                i += 1;
-                            }
-                            i += 1;
-                        }
-                    }
-                    i += 1;
+                    i = if chars[i] == '"' || chars[i] == '\'' {
+                        past_quoted(&chars, i)
+                    } else {
+                        i + 1
+                    };
                 }
                 i += 1;
             }
@@ -188,6 +174,42 @@ pub fn promql_metric_names(expr: &str) -> BTreeSet<String> {
         }
     }
     names
+}
+
+/// Where the string starting with the quote at `start` ends (just past its closing quote).
+fn past_quoted(chars: &[char], start: usize) -> usize {
+    let quote = chars[start];
+    let mut i = start + 1;
+    while i < chars.len() && chars[i] != quote {
+        if chars[i] == '\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i + 1
+}
+
+/// The metrics the shipped queries read of `component`'s that its `/metrics` text
+/// (`metrics_text`, with a series in every labelled family) does not expose, each with what
+/// reads it. Panics if the queries read fewer than five of its metrics: the check would be
+/// empty.
+pub fn unexported_reads(component: Component, metrics_text: &str) -> anyhow::Result<Vec<String>> {
+    let exported = exported_metric_names(metrics_text);
+    let queried = queried_metrics()?;
+    let read: Vec<_> = queried
+        .iter()
+        .filter(|(metric, _)| exporters(metric).contains(&component))
+        .collect();
+    assert!(read.len() >= 5, "{component:?} reads: {read:?}");
+    Ok(read
+        .into_iter()
+        .filter(|(metric, _)| !exported.contains(*metric))
+        .map(|(metric, used_by)| {
+            format!(
+                "{metric} (read by {used_by:?}) is not exported; {component:?} exports {exported:?}"
+            )
+        })
+        .collect())
 }
 
 /// The sample names a component's `/metrics` text exposes, from its `# TYPE` lines (a counter
