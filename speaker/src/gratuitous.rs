@@ -291,8 +291,9 @@ mod tests {
         assert!(once.is_empty());
     }
 
-    #[test]
-    fn a_large_takeover_is_sent_in_paced_bursts() {
+    /// The thread, with every key always owned and each send (one frame) recorded with
+    /// when it happened.
+    fn spawn_recording() -> (Sender<u32>, Receiver<(u32, Instant)>) {
         let (sent_tx, sent_rx) = std::sync::mpsc::channel();
         let starts = spawn(
             Duration::ZERO,
@@ -302,6 +303,12 @@ mod tests {
                 1
             },
         );
+        (starts, sent_rx)
+    }
+
+    #[test]
+    fn a_large_takeover_is_sent_in_paced_bursts() {
+        let (starts, sent_rx) = spawn_recording();
         let burst = 3 * PACE_BURST as u32;
         for key in 0..burst {
             starts.send(key).unwrap();
@@ -322,17 +329,14 @@ mod tests {
 
     #[test]
     fn the_thread_sends_at_once_and_ends_with_its_sender() {
-        let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-        let starts = spawn(
-            Duration::ZERO,
-            |_: &u32| true,
-            move |key: &u32| {
-                let _ = sent_tx.send(*key);
-                1
-            },
-        );
+        let (starts, sent_rx) = spawn_recording();
         starts.send(7).unwrap();
-        assert_eq!(sent_rx.recv_timeout(Duration::from_secs(5)), Ok(7));
+        assert_eq!(
+            sent_rx
+                .recv_timeout(Duration::from_secs(5))
+                .map(|(key, _)| key),
+            Ok(7)
+        );
         drop(starts);
         // The thread ends: its `send` closure, and with it the channel, is dropped.
         let deadline = Instant::now() + Duration::from_secs(5);

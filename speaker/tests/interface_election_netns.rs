@@ -44,15 +44,10 @@ fn status_of(lab: &Lab, service: &str) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
-#[test]
-fn a_node_without_the_advertised_interface_is_never_elected() {
-    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let mut lab = Lab::start();
-    // The hash would pick node-1; only node-3 has eth1.
-    let ip = address_hashed_to("203.0.113", "node-1");
-    let node_3 = lab.segment.host("node-3").unwrap();
-    // A second link of node-3's own (a veth pair inside its namespace).
-    node_3
+/// Gives `node` a second link of its own, eth1 (a veth pair inside its namespace).
+fn add_eth1(lab: &Lab, node: &str) {
+    let netns = lab.segment.host(node).unwrap();
+    netns
         .ip(&[
             "link",
             "add",
@@ -65,19 +60,43 @@ fn a_node_without_the_advertised_interface_is_never_elected() {
         ])
         .unwrap();
     for link in ["eth1", "eth1-peer"] {
-        node_3.ip(&["link", "set", link, "up"]).unwrap();
+        netns.ip(&["link", "set", link, "up"]).unwrap();
     }
+}
+
+/// A pool of `addresses` and an L2Advertisement of it (with `more` in its spec), both named
+/// `name`.
+fn add_announced_pool(lab: &Lab, name: &str, addresses: &str, more: serde_json::Value) {
+    let mut advertisement = json!({"ipAddressPools": [name]});
+    if let (Some(spec), Some(more)) = (advertisement.as_object_mut(), more.as_object()) {
+        spec.extend(more.clone());
+    }
+    lab.create(vec![
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": name, "namespace": "metallb-system"},
+            "spec": {"addresses": [addresses]}}),
+        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+            "metadata": {"name": name, "namespace": "metallb-system"},
+            "spec": advertisement}),
+    ]);
+}
+
+#[test]
+fn a_node_without_the_advertised_interface_is_never_elected() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::start();
+    // The hash would pick node-1; only node-3 has eth1.
+    let ip = address_hashed_to("203.0.113", "node-1");
+    add_eth1(&lab, "node-3");
     // The speaker opens its interfaces when it starts.
     lab.kill("node-3");
     lab.start_speaker("node-3");
-    lab.create(vec![
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "wired", "namespace": "metallb-system"},
-            "spec": {"addresses": ["203.0.113.0/24"]}}),
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "wired", "namespace": "metallb-system"},
-            "spec": {"ipAddressPools": ["wired"], "interfaces": ["eth1"]}}),
-    ]);
+    add_announced_pool(
+        &lab,
+        "wired",
+        "203.0.113.0/24",
+        json!({"interfaces": ["eth1"]}),
+    );
     lab.add_service("wired-app", &[&ip]);
     poll("node-3 announces the address on eth1", 30, || {
         (status_of(&lab, "wired-app") == [("node-3".to_string(), vec!["eth1".to_string()])])
@@ -109,14 +128,7 @@ fn a_node_outside_the_addresss_subnet_is_never_elected_when_others_are_in_it() {
             .ip(&["addr", "add", address, "dev", "eth0"])
             .unwrap();
     }
-    lab.create(vec![
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "segment-b", "namespace": "metallb-system"},
-            "spec": {"addresses": ["198.51.100.0/24"]}}),
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "segment-b", "namespace": "metallb-system"},
-            "spec": {"ipAddressPools": ["segment-b"]}}),
-    ]);
+    add_announced_pool(&lab, "segment-b", "198.51.100.0/24", json!({}));
     lab.add_service("segment-b-app", &[&ip]);
     // The speakers publish their interfaces with each heartbeat renewal (every 5 s).
     let expected = owner_among(&["node-1", "node-2"], &ip);
@@ -138,23 +150,8 @@ fn an_interface_excluded_by_metallb_excludel2_carries_no_announcement() {
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = Lab::start();
     let ip = address_hashed_to("192.168.117", "node-1");
-    let node_1 = lab.segment.host("node-1").unwrap();
     // A second link, so that node-1 keeps an interface to run on.
-    node_1
-        .ip(&[
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1-peer",
-        ])
-        .unwrap();
-    for link in ["eth1", "eth1-peer"] {
-        node_1.ip(&["link", "set", link, "up"]).unwrap();
-    }
+    add_eth1(&lab, "node-1");
     let dir = tempfile::tempdir().unwrap();
     let excludel2 = dir.path().join("excludel2.yaml");
     std::fs::write(
@@ -173,14 +170,7 @@ fn an_interface_excluded_by_metallb_excludel2_carries_no_announcement() {
             .any(|l| l.contains("interfaces excluded from announcements") && l.contains("eth0"))
             .then_some(())
     });
-    lab.create(vec![
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "excluded", "namespace": "metallb-system"},
-            "spec": {"addresses": [format!("{ip}/32")]}}),
-        json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
-            "metadata": {"name": "excluded", "namespace": "metallb-system"},
-            "spec": {"ipAddressPools": ["excluded"]}}),
-    ]);
+    add_announced_pool(&lab, "excluded", &format!("{ip}/32"), json!({}));
     lab.add_service("excluded-app", &[&ip]);
     let expected = owner_among(&["node-2", "node-3"], &ip);
     lab.wait_for_answer(&ip, Some(expected), "a node that may use eth0 answers");

@@ -42,7 +42,12 @@ fn lab() -> Lab {
 }
 
 fn start_responder(lab: &Lab) -> Responder {
-    in_netns(lab.segment.host("node").unwrap(), || {
+    start_responder_with(lab, Duration::ZERO)
+}
+
+/// A responder on the node that also announces owned addresses every `gratuitous_period`.
+fn start_responder_with(lab: &Lab, gratuitous_period: Duration) -> Responder {
+    in_netns(lab.segment.host("node").unwrap(), move || {
         let interfaces = eligible_interfaces();
         assert_eq!(
             interfaces
@@ -52,8 +57,38 @@ fn start_responder(lab: &Lab) -> Responder {
             ["eth0"],
             "lo is not eligible"
         );
-        Responder::start(interfaces, Duration::ZERO).unwrap()
+        Responder::start(interfaces, gratuitous_period).unwrap()
     })
+}
+
+/// Listens in the client for `seconds` for gratuitous announcements: each announced address
+/// and when it was seen. Returns once the client's socket is open.
+fn listen_for_announcements(
+    lab: &Lab,
+    seconds: u64,
+) -> (
+    mpsc::Receiver<(IpAddr, Instant)>,
+    std::thread::JoinHandle<()>,
+) {
+    let (seen_tx, seen) = mpsc::channel();
+    let (ready_tx, ready) = mpsc::channel();
+    let client_name = lab.segment.host("client").unwrap().name.clone();
+    let listener = std::thread::spawn(move || {
+        enter(&client_name);
+        let (_tx, mut rx) = raw_eth0(Duration::from_millis(50));
+        ready_tx.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            if let Ok(frame) = rx.next()
+                && let Some((_, ip, true)) = packet::read_announcement(frame)
+                && seen_tx.send((ip, Instant::now())).is_err()
+            {
+                return;
+            }
+        }
+    });
+    ready.recv().unwrap();
+    (seen, listener)
 }
 
 #[test]
@@ -241,38 +276,19 @@ fn an_update_changes_the_addresses_it_names_and_keeps_the_rest() {
 #[test]
 fn a_takeover_of_many_addresses_announces_each_at_once() {
     let lab = lab();
-    let client = lab.segment.host("client").unwrap();
     let responder = start_responder(&lab);
     let taken: BTreeSet<IpAddr> = (10..250)
         .map(|last| format!("192.168.117.{last}").parse().unwrap())
         .chain((0..1520).map(|i| format!("2001:db8::2:{i:x}").parse().unwrap()))
         .collect();
 
-    let (seen_tx, seen) = mpsc::channel();
-    let (ready_tx, ready) = mpsc::channel();
-    let client_name = client.name.clone();
-    let listener = std::thread::spawn(move || {
-        enter(&client_name);
-        let (_tx, mut rx) = raw_eth0(Duration::from_millis(50));
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(frame) = rx.next()
-                && let Some(seen) = packet::read_announcement(frame)
-                && seen.2
-                && seen_tx.send(seen.1).is_err()
-            {
-                return;
-            }
-        }
-    });
-    ready.recv().unwrap();
+    let (seen, listener) = listen_for_announcements(&lab, 15);
     responder.set_table(HashMap::from([("eth0".to_string(), taken.clone())]));
     // Before the schedule's second round, which would make up for frames lost in the first.
     let deadline = Instant::now() + GRATUITOUS_SCHEDULE[1];
     let mut announced = BTreeSet::new();
     while announced.len() < taken.len() {
-        let ip = seen
+        let (ip, _) = seen
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .unwrap_or_else(|_| {
                 panic!(
@@ -294,28 +310,8 @@ fn a_takeover_of_many_addresses_announces_each_at_once() {
 #[test]
 fn with_an_interval_owned_addresses_are_announced_again() {
     let lab = lab();
-    let client = lab.segment.host("client").unwrap();
-    let responder = in_netns(lab.segment.host("node").unwrap(), || {
-        Responder::start(eligible_interfaces(), Duration::from_secs(1)).unwrap()
-    });
-    let (seen_tx, seen) = mpsc::channel();
-    let (ready_tx, ready) = mpsc::channel();
-    let client_name = client.name.clone();
-    let listener = std::thread::spawn(move || {
-        enter(&client_name);
-        let (_tx, mut rx) = raw_eth0(Duration::from_millis(50));
-        ready_tx.send(()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(frame) = rx.next()
-                && let Some((_, ip, true)) = packet::read_announcement(frame)
-                && seen_tx.send((ip, Instant::now())).is_err()
-            {
-                return;
-            }
-        }
-    });
-    ready.recv().unwrap();
+    let responder = start_responder_with(&lab, Duration::from_secs(1));
+    let (seen, listener) = listen_for_announcements(&lab, 10);
     let ip: IpAddr = "192.168.117.100".parse().unwrap();
     let started = Instant::now();
     responder.set_table(table(&["192.168.117.100"]));
