@@ -577,17 +577,16 @@ fn answer(port: &Port, frame: &[u8], shared: &Shared) {
     if !answered_here(question.target()) {
         return;
     }
-    let per_address = |count: fn(&AddressCounters) -> &UntypedCounter| {
-        if let Some(address) = shared
-            .per_address
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&question.target())
-        {
-            count(address).inc();
-        }
-    };
-    per_address(|a| &a.requests);
+    // One look-up for both of the address's counters.
+    let address = shared
+        .per_address
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&question.target())
+        .cloned();
+    if let Some(address) = &address {
+        address.requests.inc();
+    }
     let reply = match question {
         Question::Arp {
             sender_mac,
@@ -602,7 +601,9 @@ fn answer(port: &Port, frame: &[u8], shared: &Shared) {
     };
     if port.send(&reply) {
         shared.counters.responses.inc();
-        per_address(|a| &a.responses);
+        if let Some(address) = &address {
+            address.responses.inc();
+        }
         debug!(interface = %port.interface.name, address = %question.target(), "answered");
     }
 }
