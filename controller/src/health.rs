@@ -11,6 +11,8 @@ use prometheus_client::registry::Registry;
 
 use ferrolb_ops::metallb_metrics::{ConfigMetrics, PoolLabels as MetalLbPoolLabels};
 
+use crate::allocator::PoolStats;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub pool: String,
@@ -118,6 +120,47 @@ impl Health {
             registry: root,
             metrics,
         }
+    }
+
+    /// A pool's addresses in use and usable, per family under ferrolb's names and for both
+    /// families together under MetalLB's.
+    pub fn report_pool(&self, pool: &str, stats: &PoolStats) {
+        for (family, assigned, available) in [
+            ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
+            ("IPv6", stats.assigned_ipv6, stats.available_ipv6),
+        ] {
+            let labels = PoolLabels {
+                pool: pool.to_string(),
+                family: family.into(),
+            };
+            self.metrics
+                .addresses_in_use
+                .get_or_create(&labels)
+                .set(assigned);
+            self.metrics
+                .addresses_total
+                .get_or_create(&labels)
+                .set(assigned.saturating_add(available));
+        }
+        let labels = MetalLbPoolLabels {
+            pool: pool.to_string(),
+        };
+        self.metrics
+            .metallb_addresses_in_use
+            .get_or_create(&labels)
+            .set(stats.assigned_ipv4.saturating_add(stats.assigned_ipv6));
+        let usable = [
+            stats.assigned_ipv4,
+            stats.available_ipv4,
+            stats.assigned_ipv6,
+            stats.available_ipv6,
+        ]
+        .into_iter()
+        .fold(0i64, i64::saturating_add);
+        self.metrics
+            .metallb_addresses_total
+            .get_or_create(&labels)
+            .set(usable);
     }
 
     /// Drops a deleted pool's series, so that dashboards and alerts stop showing it.

@@ -31,14 +31,13 @@ use tracing::{info, warn};
 use crate::allocator::{Allocator, Assignment};
 use crate::annotation_lane::{self, AnnotationLane, PoolAnnotation};
 use crate::event_sink::{EventSink, PendingEvent, Reporter};
-use crate::health::{Health, PoolLabels, ReasonLabels};
+use crate::health::{Health, ReasonLabels};
 use crate::pool::Pool;
 use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState, Reported};
 use crate::service_request::{
     ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX, RequestWarning, ServiceKey,
     ServiceRequest, unknown_annotations,
 };
-use ferrolb_ops::metallb_metrics::PoolLabels as MetalLbPoolLabels;
 
 /// Services whose writes may be in flight at once.
 const WRITES_IN_FLIGHT: usize = 32;
@@ -906,10 +905,7 @@ impl Controller {
                 .iter()
                 .map(|(_, p)| (p.name.as_str(), p.ranges.as_slice())),
         );
-        let invalid = parsed
-            .iter()
-            .filter(|(_, p)| !p.rejected.is_empty() || !p.invalid_selectors.is_empty())
-            .count();
+        let invalid = parsed.iter().filter(|(_, p)| !p.is_valid()).count();
         self.health.metrics.config.set(invalid);
         for gone in self
             .pool_reports
@@ -980,44 +976,7 @@ impl Controller {
                 };
             self.tell_pool_condition(resource, reason, &message);
             let stats = all_stats.get(&name).copied().unwrap_or_default();
-            for (family, assigned, available) in [
-                ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
-                ("IPv6", stats.assigned_ipv6, stats.available_ipv6),
-            ] {
-                let labels = PoolLabels {
-                    pool: name.clone(),
-                    family: family.into(),
-                };
-                self.health
-                    .metrics
-                    .addresses_in_use
-                    .get_or_create(&labels)
-                    .set(assigned);
-                self.health
-                    .metrics
-                    .addresses_total
-                    .get_or_create(&labels)
-                    .set(assigned.saturating_add(available));
-            }
-            let metallb_labels = MetalLbPoolLabels { pool: name.clone() };
-            let metrics = &self.health.metrics;
-            metrics
-                .metallb_addresses_in_use
-                .get_or_create(&metallb_labels)
-                .set(stats.assigned_ipv4.saturating_add(stats.assigned_ipv6));
-            metrics
-                .metallb_addresses_total
-                .get_or_create(&metallb_labels)
-                .set(
-                    [
-                        stats.assigned_ipv4,
-                        stats.available_ipv4,
-                        stats.assigned_ipv6,
-                        stats.available_ipv6,
-                    ]
-                    .into_iter()
-                    .fold(0i64, i64::saturating_add),
-                );
+            self.health.report_pool(&name, &stats);
             let orphans: Vec<Value> = orphaned
                 .get(&name)
                 .map(|held| {
