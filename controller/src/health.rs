@@ -45,6 +45,8 @@ pub struct Health {
     ready: AtomicBool,
     registry: Registry,
     pub metrics: Metrics,
+    /// The pools `report_pool` gave series to, so that those of deleted pools can go.
+    reported_pools: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Health {
@@ -119,12 +121,17 @@ impl Health {
             ready: AtomicBool::new(false),
             registry: root,
             metrics,
+            reported_pools: Default::default(),
         }
     }
 
     /// A pool's addresses in use and usable, per family under ferrolb's names and for both
     /// families together under MetalLB's.
     pub fn report_pool(&self, pool: &str, stats: &PoolStats) {
+        self.reported_pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pool.to_string());
         for (family, assigned, available) in [
             ("IPv4", stats.assigned_ipv4, stats.available_ipv4),
             ("IPv6", stats.assigned_ipv6, stats.available_ipv6),
@@ -163,8 +170,24 @@ impl Health {
             .set(usable);
     }
 
-    /// Drops a deleted pool's series, so that dashboards and alerts stop showing it.
-    pub fn forget_pool(&self, pool: &str) {
+    /// Drops the series of every reported pool not in `pools` (deleted since), so that
+    /// dashboards and alerts stop showing them.
+    pub fn keep_pools(&self, pools: &std::collections::BTreeSet<String>) {
+        let gone: Vec<String> = {
+            let mut reported = self
+                .reported_pools
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let gone = reported.difference(pools).cloned().collect();
+            reported.retain(|pool| pools.contains(pool));
+            gone
+        };
+        for pool in gone {
+            self.forget_pool(&pool);
+        }
+    }
+
+    fn forget_pool(&self, pool: &str) {
         for family in ["IPv4", "IPv6"] {
             let labels = PoolLabels {
                 pool: pool.to_string(),

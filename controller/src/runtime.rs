@@ -907,13 +907,8 @@ impl Controller {
         );
         let invalid = parsed.iter().filter(|(_, p)| !p.is_valid()).count();
         self.health.metrics.config.set(invalid);
-        for gone in self
-            .pool_reports
-            .keys()
-            .filter(|name| !parsed.iter().any(|(r, _)| &r.name_any() == *name))
-        {
-            self.health.forget_pool(gone);
-        }
+        self.health
+            .keep_pools(&parsed.iter().map(|(r, _)| r.name_any()).collect());
         self.pool_conditions
             .retain(|name, _| parsed.iter().any(|(r, _)| &r.name_any() == name));
         self.pool_reports
