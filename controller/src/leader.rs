@@ -3,8 +3,14 @@
 //!
 //! The holder renews every `renew_every`; another replica takes over once it has seen the same
 //! record, unchanged, for a whole `lease_duration` on its own clock (as client-go does, so clock
-//! skew between nodes does not matter). A leader that cannot renew within the lease duration
-//! stops acting; a leader that shuts down releases the Lease, so the hand-over is immediate.
+//! skew between nodes does not matter). A leader that shuts down releases the Lease, so the
+//! hand-over is immediate.
+//!
+//! A leader stops acting once `renew_deadline` has passed since it *sent* its last renewal that
+//! succeeded, even while a renewal is still waiting for an answer. Another replica can only have
+//! seen that renewal's record after it was sent, so it cannot take over before the record is
+//! `lease_duration` old: stopping at the shorter `renew_deadline` leaves a margin in which
+//! neither acts, never one in which both do. A replica that stopped stands by again.
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +20,15 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use tracing::{debug, info, warn};
 
-/// Timing of the election.
+/// Timing of the election: client-go's 15 s / 10 s / 2 s, scaled down so that a dead leader is
+/// replaced within about 4 s.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// How long others wait, from when they first saw the holder's last record, to take over.
     pub lease_duration: Duration,
+    /// How long the leader keeps acting after sending its last successful renewal.
+    pub renew_deadline: Duration,
+    /// How often the leader renews, and twice how often a standby replica looks.
     pub renew_every: Duration,
 }
 
@@ -25,8 +36,58 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             lease_duration: Duration::from_secs(4),
+            renew_deadline: Duration::from_secs(3),
             renew_every: Duration::from_secs(1),
         }
+    }
+}
+
+impl Timing {
+    /// Why this timing could let two replicas act at once, or a healthy leader lose the Lease.
+    pub fn problem(&self) -> Option<String> {
+        if self.renew_deadline >= self.lease_duration {
+            return Some(format!(
+                "the renew deadline ({:?}) must be shorter than the lease duration ({:?})",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        if self.renew_every >= self.renew_deadline {
+            return Some(format!(
+                "renewing every {:?} leaves no second try within the renew deadline ({:?})",
+                self.renew_every, self.renew_deadline
+            ));
+        }
+        None
+    }
+}
+
+/// A leader's term: until when it may act, given the renewals that succeeded.
+#[derive(Debug, Clone, Copy)]
+pub struct Term {
+    renew_deadline: Duration,
+    /// When the newest request that won or renewed the Lease was sent.
+    confirmed_sent_at: Instant,
+}
+
+impl Term {
+    /// A term won by a request sent at `sent_at`.
+    pub fn won(sent_at: Instant, timing: &Timing) -> Self {
+        Term {
+            renew_deadline: timing.renew_deadline,
+            confirmed_sent_at: sent_at,
+        }
+    }
+
+    /// A renewal sent at `sent_at` succeeded. Its answer may come late (an API server that
+    /// stalls); the term still counts from the sending, which is all another replica's wait is
+    /// sure to come after.
+    pub fn renewed(&mut self, sent_at: Instant) {
+        self.confirmed_sent_at = self.confirmed_sent_at.max(sent_at);
+    }
+
+    /// When this replica must have stopped acting unless another renewal succeeds.
+    pub fn ends_at(&self) -> Instant {
+        self.confirmed_sent_at + self.renew_deadline
     }
 }
 
@@ -45,8 +106,10 @@ pub struct Elector {
 pub enum LostLeadership {
     #[error("another replica ({0}) holds the Lease now")]
     TakenBy(String),
-    #[error("could not renew the Lease for {0:?}: {1}")]
+    #[error("no renewal succeeded within the renew deadline ({0:?}); the last error: {1}")]
     RenewFailed(Duration, String),
+    #[error("no renewal was answered within the renew deadline ({0:?})")]
+    Unanswered(Duration),
 }
 
 impl Elector {
@@ -134,13 +197,14 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica leads.
-    pub async fn acquire(&mut self) {
+    /// Waits until this replica leads; returns its term.
+    pub async fn acquire(&mut self) -> Term {
         loop {
+            let sent_at = Instant::now();
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
                     info!(identity = %self.identity, lease = %self.name, "became leader");
-                    return;
+                    return Term::won(sent_at, &self.timing);
                 }
                 Ok(false) => debug!("another replica leads"),
                 Err(e) => warn!(error = %e, "could not read or write the leader Lease"),
@@ -149,14 +213,31 @@ impl Elector {
         }
     }
 
-    /// Renews while leading; returns when leadership is lost.
-    pub async fn keep(&mut self) -> LostLeadership {
-        let mut last_renewed = Instant::now();
+    /// Renews while leading; returns when this replica must stop acting.
+    pub async fn keep(&mut self, mut term: Term) -> LostLeadership {
+        let mut last_error: Option<String> = None;
         loop {
-            tokio::time::sleep(self.timing.renew_every).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = Instant::now(),
-                Ok(false) => {
+            // After a failure, sooner: the deadline leaves room for a few tries.
+            let wait = match last_error {
+                Some(_) => self.timing.renew_every / 2,
+                None => self.timing.renew_every,
+            };
+            let next_try = Instant::now() + wait;
+            if next_try >= term.ends_at() {
+                tokio::time::sleep_until(term.ends_at().into()).await;
+                return self.out_of_time(last_error);
+            }
+            tokio::time::sleep_until(next_try.into()).await;
+            let sent_at = Instant::now();
+            let attempt =
+                tokio::time::timeout_at(term.ends_at().into(), self.try_acquire_or_renew()).await;
+            match attempt {
+                Err(_) => return self.out_of_time(last_error),
+                Ok(Ok(true)) => {
+                    term.renewed(sent_at);
+                    last_error = None;
+                }
+                Ok(Ok(false)) => {
                     let holder = self
                         .observed
                         .as_ref()
@@ -164,13 +245,18 @@ impl Elector {
                         .unwrap_or_else(|| "unknown".into());
                     return LostLeadership::TakenBy(holder);
                 }
-                Err(e) => {
-                    if last_renewed.elapsed() >= self.timing.lease_duration {
-                        return LostLeadership::RenewFailed(last_renewed.elapsed(), e.to_string());
-                    }
+                Ok(Err(e)) => {
                     warn!(error = %e, "could not renew the leader Lease; retrying");
+                    last_error = Some(e.to_string());
                 }
             }
+        }
+    }
+
+    fn out_of_time(&self, last_error: Option<String>) -> LostLeadership {
+        match last_error {
+            Some(error) => LostLeadership::RenewFailed(self.timing.renew_deadline, error),
+            None => LostLeadership::Unanswered(self.timing.renew_deadline),
         }
     }
 
@@ -195,5 +281,43 @@ impl Elector {
             Ok(_) => info!("released the leader Lease"),
             Err(e) => warn!(error = %e, "could not release the leader Lease"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_timing_leaves_a_margin_between_the_two_clocks() {
+        assert_eq!(Timing::default().problem(), None);
+        let equal = Timing {
+            renew_deadline: Duration::from_secs(4),
+            ..Timing::default()
+        };
+        assert!(equal.problem().unwrap().contains("shorter than the lease"));
+        let no_retry = Timing {
+            renew_every: Duration::from_secs(3),
+            ..Timing::default()
+        };
+        assert!(no_retry.problem().unwrap().contains("no second try"));
+    }
+
+    #[test]
+    fn a_term_counts_from_when_a_renewal_was_sent_not_answered() {
+        let timing = Timing::default();
+        let start = Instant::now();
+        let mut term = Term::won(start, &timing);
+        assert_eq!(term.ends_at(), start + timing.renew_deadline);
+        // Sent at 1 s, answered at 3.9 s after a stall: the term ends at 1 s + deadline.
+        let sent = start + Duration::from_secs(1);
+        term.renewed(sent);
+        assert_eq!(term.ends_at(), sent + timing.renew_deadline);
+        // Another replica saw that record no earlier than it was sent, so it waits at least
+        // until sent + lease duration: later than this replica stops.
+        assert!(term.ends_at() < sent + timing.lease_duration);
+        // An older renewal answered after a newer one does not shorten the term.
+        term.renewed(start);
+        assert_eq!(term.ends_at(), sent + timing.renew_deadline);
     }
 }

@@ -60,22 +60,24 @@ async fn main() -> anyhow::Result<()> {
         )
     });
     let act = async {
-        if let Some(elector) = elector.as_mut() {
-            // A standby replica is healthy and ready; it only waits for its turn.
-            health.set_ready();
-            elector.acquire().await;
+        let Some(elector) = elector.as_mut() else {
+            health.metrics.is_leader.set(1);
+            return run(client, config, health.clone()).await;
+        };
+        // A standby replica is healthy and ready; it only waits for its turn.
+        health.set_ready();
+        loop {
+            let term = elector.acquire().await;
             health.metrics.is_leader.set(1);
             tokio::select! {
-                result = run(client, config, health.clone()) => result,
-                lost = elector.keep() => {
+                result = run(client.clone(), config.clone(), health.clone()) => return result,
+                lost = elector.keep(term) => {
+                    // Another replica acts now, or may: dropping `run` ends every watch and
+                    // write of this one before it could act beside it.
                     health.metrics.is_leader.set(0);
-                    // Another replica acts now, or may: stop before two act at once.
-                    Err(anyhow::anyhow!("lost leadership: {lost}"))
+                    tracing::warn!(reason = %lost, "stopped leading; standing by");
                 }
             }
-        } else {
-            health.metrics.is_leader.set(1);
-            run(client, config, health.clone()).await
         }
     };
     let result = tokio::select! {

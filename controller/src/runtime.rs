@@ -239,7 +239,10 @@ fn ingress(ips: &[IpAddr]) -> Value {
 /// Runs the controller until its watches end.
 pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow::Result<()> {
     let (changes_tx, mut changes) = mpsc::unbounded_channel::<Change>();
+    // The watches end with `run`: a replica that stops leading must stop reading too.
+    let mut watches = JoinSet::new();
     let services = spawn_reflector::<Service>(
+        &mut watches,
         Api::all(client.clone()),
         changes_tx.clone(),
         |seen, _| match seen {
@@ -254,6 +257,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
     // which must not start another pass over every pool and waiting Service.
     let mut pool_generations: HashMap<ServiceKey, Option<i64>> = HashMap::new();
     let pools = spawn_reflector::<IPAddressPool>(
+        &mut watches,
         Api::namespaced(client.clone(), &config.namespace),
         changes_tx.clone(),
         move |seen, pool| match (seen, pool) {
@@ -275,6 +279,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         |_| {},
     );
     let namespaces = spawn_reflector::<Namespace>(
+        &mut watches,
         Api::all(client.clone()),
         changes_tx.clone(),
         |seen, _| {
@@ -549,6 +554,7 @@ const POOL_REPORT_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Runs a reflector in the background, turning its events into queue changes.
 fn spawn_reflector<K>(
+    watches: &mut JoinSet<()>,
     api: Api<K>,
     changes: mpsc::UnboundedSender<Change>,
     // What a watch event means to the reconciler; `None`: nothing.
@@ -567,7 +573,7 @@ where
 {
     let (reader, writer) = reflector::store::<K>();
     let stream = reflector::reflector(writer, ferrolb_ops::lean_watch(api, trim));
-    tokio::spawn(async move {
+    watches.spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             let event = match event {

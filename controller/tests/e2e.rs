@@ -443,6 +443,162 @@ async fn a_second_replica_takes_over_from_a_dead_leader() {
     .await;
 }
 
+async fn lease_record(cluster: &Cluster) -> (Option<String>, Option<String>) {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.admin.clone(), "metallb-system");
+    let spec = leases
+        .get_opt("ferrolb-controller")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec)
+        .unwrap_or_default();
+    (
+        spec.holder_identity,
+        spec.renew_time.map(|t| t.0.to_string()),
+    )
+}
+
+fn is_leader_gauge(health: &str) -> Option<String> {
+    let metrics = http_get(health, "/metrics").1;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("ferrolb_controller_is_leader "))
+        .map(|l| l["ferrolb_controller_is_leader ".len()..].to_string())
+}
+
+/// A leader whose renewal hangs (the API server stalls) stops acting at its renew deadline,
+/// while the renewal is still unanswered, rather than once an answer comes; afterwards both
+/// replicas live on, one leading and the other standing by to take over.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_whose_renewals_stall_stops_acting_and_stands_by() {
+    let cluster = Cluster::new().await;
+    let Some(emulator) = cluster.emulator() else {
+        return;
+    };
+    cluster.apply_seed().await;
+    let first = ControllerProcess::start_named(&cluster.path("controller"), "replica-a");
+    let (first, health) = tokio::task::spawn_blocking(move || {
+        let health = first.health_address();
+        first.wait_for_log(&["became leader"]);
+        (first, health)
+    })
+    .await
+    .unwrap();
+    let second = ControllerProcess::start_named(&cluster.path("controller"), "replica-b");
+
+    emulator.server().faults().pause();
+    let (mut first, stopped) = tokio::task::spawn_blocking(move || {
+        let line = first.wait_for_log(&["stopped leading"]);
+        (first, line)
+    })
+    .await
+    .unwrap();
+    assert!(stopped.contains("renew deadline"), "{stopped}");
+    // Still paused: its renewal has had no answer, yet it no longer counts itself leader.
+    let probe = health.clone();
+    let gauge = tokio::task::spawn_blocking(move || is_leader_gauge(&probe))
+        .await
+        .unwrap();
+    assert_eq!(gauge.as_deref(), Some("0"));
+    emulator.server().faults().resume();
+
+    // Whoever wins the race after the stall, the holder renews and neither replica exits.
+    // The same holder writing two new renewal times: the race is over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut record = lease_record(&cluster).await;
+    let mut renewals = 0;
+    while renewals < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Lease is not renewed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = lease_record(&cluster).await;
+        if now.1 != record.1 {
+            renewals = if now.0 == record.0 { renewals + 1 } else { 0 };
+            record = now;
+        }
+    }
+    let holder = record.0.unwrap();
+    let mut second = second;
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "replica-a exited"
+    );
+    assert!(
+        second.child.try_wait().unwrap().is_none(),
+        "replica-b exited"
+    );
+
+    // The standby takes over when the holder dies, so it really stands by.
+    let (dead, standby) = if holder == "replica-a" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    drop(dead);
+    tokio::task::spawn_blocking(move || standby.wait_for_log(&["became leader"]))
+        .await
+        .unwrap();
+}
+
+/// A leader that finds another replica in the Lease stops acting and stands by, and takes over
+/// again once that replica is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_that_finds_the_lease_taken_stands_by() {
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let first = ControllerProcess::start_named(&cluster.path("controller"), "replica-a");
+    let first = tokio::task::spawn_blocking(move || {
+        first.wait_for_log(&["became leader"]);
+        first
+    })
+    .await
+    .unwrap();
+    let second = ControllerProcess::start_named(&cluster.path("controller"), "replica-b");
+
+    // As if replica-b had won a race for the Lease.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(cluster.admin.clone(), "metallb-system");
+    let mut lease = leases.get("ferrolb-controller").await.unwrap();
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("replica-b".into());
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace("ferrolb-controller", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+
+    let (mut first, stopped) = tokio::task::spawn_blocking(move || {
+        let line = first.wait_for_log(&["stopped leading"]);
+        (first, line)
+    })
+    .await
+    .unwrap();
+    assert!(stopped.contains("replica-b"), "{stopped}");
+    let second = tokio::task::spawn_blocking(move || {
+        second.wait_for_log(&["became leader"]);
+        second
+    })
+    .await
+    .unwrap();
+    assert!(
+        first.child.try_wait().unwrap().is_none(),
+        "replica-a exited"
+    );
+
+    drop(second);
+    tokio::task::spawn_blocking(move || first.wait_for_log(&["became leader"]))
+        .await
+        .unwrap();
+    wait_until("replica-a holds the Lease again", 60, || {
+        lease_holder_is(&cluster, "replica-a")
+    })
+    .await;
+}
+
 fn pool_object(name: &str, spec: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
         "metadata": {"name": name, "namespace": "metallb-system"}, "spec": spec})
