@@ -26,6 +26,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+
+use ferrolb_ops::configuration_state::{Component, ConfigurationStateReporter};
 use tracing::{info, warn};
 
 use crate::allocator::{Allocator, Assignment};
@@ -124,6 +126,8 @@ struct Controller {
     pool_reports: HashMap<String, String>,
     /// A decision freed addresses: Services waiting for one get another look.
     addresses_freed: bool,
+    /// The `controller` ConfigurationState: which pools are ignored or partly used.
+    configuration_state: ConfigurationStateReporter,
 }
 
 fn key_of(service: &Service) -> ServiceKey {
@@ -305,6 +309,8 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         controller: "ferrolb-controller".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let configuration_state =
+        ConfigurationStateReporter::spawn(client.clone(), &config.namespace, Component::Controller);
     let mut controller = Controller {
         health: health.clone(),
         events: EventSink::spawn(
@@ -323,6 +329,7 @@ pub async fn run(client: Client, config: Config, health: Arc<Health>) -> anyhow:
         pool_conditions: HashMap::new(),
         addresses_freed: false,
         pool_reports: HashMap::new(),
+        configuration_state,
     };
     controller.start();
     health.set_ready();
@@ -921,6 +928,7 @@ impl Controller {
             .retain(|name, _| parsed.iter().any(|(r, _)| &r.name_any() == name));
         let orphaned = self.allocator.orphaned_by_pool();
         let all_stats = self.allocator.all_stats();
+        let mut problems = Vec::new();
         for (resource, pool) in &parsed {
             let name = resource.name_any();
             let (valid, reason, message) =
@@ -976,6 +984,9 @@ impl Controller {
                     }
                 };
             self.tell_pool_condition(resource, reason, &message);
+            if valid == "False" {
+                problems.push(format!("pool {name}: {message}"));
+            }
             let stats = all_stats.get(&name).copied().unwrap_or_default();
             self.health.report_pool(&name, &stats);
             let orphans: Vec<Value> = orphaned
@@ -1020,6 +1031,7 @@ impl Controller {
                 Err(e) => warn!(pool = %name, error = %e, "could not write pool status"),
             }
         }
+        self.configuration_state.report(problems);
     }
 }
 

@@ -443,6 +443,85 @@ async fn a_second_replica_takes_over_from_a_dead_leader() {
     .await;
 }
 
+async fn configuration_state(
+    cluster: &Cluster,
+    name: &str,
+) -> Option<ferrolb_crds::ConfigurationState> {
+    let api: Api<ferrolb_crds::ConfigurationState> =
+        Api::namespaced(cluster.admin.clone(), "metallb-system");
+    api.get_opt(name).await.unwrap()
+}
+
+/// The controller's verdict on the configuration is its `controller` ConfigurationState,
+/// labelled as MetalLB labels it: Invalid and naming the pool while one is broken, Valid again
+/// once it is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_reports_its_verdict_as_a_configuration_state() {
+    use ferrolb_crds::ConfigurationResult;
+    let cluster = Cluster::new().await;
+    cluster.apply_seed().await;
+    let _controller = ControllerProcess::start(&cluster.path("controller"));
+    let result_is = |wanted: ConfigurationResult, naming: &'static str| {
+        let cluster = &cluster;
+        move || async move {
+            configuration_state(cluster, "controller")
+                .await
+                .and_then(|o| o.status)
+                .is_some_and(|s| {
+                    s.result == Some(wanted) && s.error_summary.unwrap_or_default().contains(naming)
+                })
+        }
+    };
+    wait_until(
+        "the controller reports Valid",
+        60,
+        result_is(ConfigurationResult::Valid, ""),
+    )
+    .await;
+    let state = configuration_state(&cluster, "controller").await.unwrap();
+    assert_eq!(
+        state.metadata.labels.unwrap()["metallb.io/component-type"],
+        "controller"
+    );
+
+    create_all(
+        &cluster.admin,
+        vec![pool_object(
+            "broken",
+            json!({"addresses": ["192.0.2.10-192.0.2.20"], "serviceAllocation": {"priority": 1,
+                   "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
+        )],
+    )
+    .await
+    .unwrap();
+    wait_until(
+        "the controller reports the broken pool",
+        60,
+        result_is(ConfigurationResult::Invalid, "pool broken: "),
+    )
+    .await;
+    let status = configuration_state(&cluster, "controller")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let condition = &status.conditions.unwrap()[0];
+    assert_eq!(
+        (condition.type_.as_str(), condition.status.as_str()),
+        ("poolReconcilerValid", "False")
+    );
+    pool_api(&cluster.admin)
+        .delete("broken", &Default::default())
+        .await
+        .unwrap();
+    wait_until(
+        "the controller reports Valid again",
+        60,
+        result_is(ConfigurationResult::Valid, ""),
+    )
+    .await;
+}
+
 async fn lease_record(cluster: &Cluster) -> (Option<String>, Option<String>) {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(cluster.admin.clone(), "metallb-system");

@@ -5,7 +5,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{IPAddressPool, L2AdvertisementDefinition, ServiceL2StatusDefinition};
+use crate::{
+    ConfigurationStateDefinition, IPAddressPool, L2AdvertisementDefinition,
+    ServiceL2StatusDefinition,
+};
 
 /// Every CRD ferrolb installs, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
@@ -13,6 +16,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         tidy(IPAddressPool::crd(), SpecRequired::Yes),
         tidy(L2AdvertisementDefinition::crd(), SpecRequired::No),
         tidy(ServiceL2StatusDefinition::crd(), SpecRequired::No),
+        tidy(ConfigurationStateDefinition::crd(), SpecRequired::Absent),
     ]
 }
 
@@ -21,6 +25,8 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 enum SpecRequired {
     Yes,
     No,
+    /// Status-only kinds: the schema has no `spec` at all, as MetalLB's.
+    Absent,
 }
 
 /// The file a CRD is written to, named like MetalLB's (`metallb.io_ipaddresspools.yaml`).
@@ -65,8 +71,13 @@ fn tidy(mut crd: CustomResourceDefinition, spec: SpecRequired) -> CustomResource
         strip_nullable(&mut value);
         if let Some(root) = value.as_object_mut() {
             root.remove("title");
-            if spec == SpecRequired::No {
+            if spec != SpecRequired::Yes {
                 root.remove("required");
+            }
+            if spec == SpecRequired::Absent
+                && let Some(properties) = root.get_mut("properties").and_then(Value::as_object_mut)
+            {
+                properties.remove("spec");
             }
         }
         if let Ok(cleaned) = serde_json::from_value(value) {

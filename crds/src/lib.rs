@@ -4,6 +4,7 @@
 
 pub mod cel_cost;
 pub mod cel_rules;
+pub mod configuration_state;
 pub mod crd_manifests;
 pub mod crd_validation;
 pub mod ip_address_pool;
@@ -14,6 +15,9 @@ pub mod pool_address;
 pub mod schema_validation;
 pub mod service_l2_status;
 
+pub use configuration_state::{
+    ConfigurationResult, ConfigurationState, ConfigurationStateDefinition, ConfigurationStateStatus,
+};
 pub use ip_address_pool::{
     IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, OrphanedAddress, ServiceAllocation,
 };

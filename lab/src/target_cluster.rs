@@ -202,7 +202,7 @@ pub fn install_api(admin_kubeconfig: &Path, repo: &Path) -> anyhow::Result<()> {
         admin_kubeconfig,
         &[
             "get",
-            "ipaddresspools,l2advertisements,servicel2statuses",
+            "ipaddresspools,l2advertisements,servicel2statuses,configurationstates",
             "-A",
         ],
     )

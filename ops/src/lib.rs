@@ -2,6 +2,7 @@
 //! of `/healthz`, `/readyz` and Prometheus `/metrics` (with the metrics MetalLB's users query,
 //! under MetalLB's names: `metallb_metrics`), and lean watches for its caches.
 
+pub mod configuration_state;
 pub mod metallb_metrics;
 
 use std::net::SocketAddr;

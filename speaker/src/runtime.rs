@@ -10,6 +10,7 @@
 //! Pools, advertisements, nodes and membership changes, relists and a periodic resync still
 //! look at everything.
 
+use ferrolb_ops::configuration_state::{Component, ConfigurationStateReporter};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -348,6 +349,35 @@ pub fn node_info(node: &Node) -> NodeInfo {
         labels: node.labels().clone(),
         network_unavailable,
     }
+}
+
+/// What this speaker cannot use of the configuration, one line per object, for its
+/// ConfigurationState.
+fn configuration_problems(
+    pools: &[Arc<IPAddressPool>],
+    invalid_advertisements: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let mut problems: Vec<String> = pools
+        .iter()
+        .filter_map(|pool| {
+            let error = pool
+                .spec
+                .addresses
+                .iter()
+                .find_map(|a| parse_pool_address(a).err())?;
+            Some(format!(
+                "pool {}: {error}; it is not announced",
+                pool.name_any()
+            ))
+        })
+        .collect();
+    problems.extend(invalid_advertisements.iter().map(|(name, selectors)| {
+        format!(
+            "l2advertisement {name}: {}; it matches nothing there",
+            selectors.join("; ")
+        )
+    }));
+    problems
 }
 
 pub fn pool_info(pool: &IPAddressPool) -> Option<PoolInfo> {
@@ -850,6 +880,13 @@ pub async fn run(
     let mut recheck_next: Touched<IpAddr> = Touched::Everything;
     let mut last_alive: BTreeSet<String> = BTreeSet::new();
     let mut last_invalid_advertisements: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let configuration_state = ConfigurationStateReporter::spawn(
+        client.clone(),
+        &config.namespace,
+        Component::Speaker {
+            node: config.node_name.clone(),
+        },
+    );
     let mut last_status_sync = tokio::time::Instant::now();
     // Persistent, as the wish's maps: each pass hands the writer a snapshot without a copy.
     let mut generations: imbl::OrdMap<ServiceKey, u64> = imbl::OrdMap::new();
@@ -1028,6 +1065,10 @@ pub async fn run(
         health
             .config
             .set(pool_objects.len() - pool_infos.len() + last_invalid_advertisements.len());
+        configuration_state.report(configuration_problems(
+            &pool_objects,
+            &last_invalid_advertisements,
+        ));
         let plan_inputs = (
             pool_infos,
             advertisement_objects,

@@ -11,6 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use ferrolb_crds::ConfigurationResult;
 use ferrolb_speaker::packet::{self, MacAddr};
 use kube::api::Api;
 
@@ -90,6 +91,56 @@ fn the_elected_node_answers_and_a_killed_owner_is_replaced() {
     assert!(
         metric(&metrics, "ferrolb_speaker_addresses_to_announce") >= 2.0,
         "{metrics}"
+    );
+
+    // Each speaker's verdict on the configuration, as its ConfigurationState: Valid, Invalid
+    // naming an advertisement whose selector is broken, Valid again once it is gone.
+    let states: Api<ferrolb_crds::ConfigurationState> =
+        Api::namespaced(lab.admin.clone(), "metallb-system");
+    let every_speaker_reports = |what: &str, result: ConfigurationResult, naming: &str| {
+        poll(what, 30, || {
+            NODES
+                .iter()
+                .all(|node| {
+                    let state = lab
+                        .block_on(states.get_opt(&format!("speaker-{node}")))
+                        .unwrap();
+                    state.is_some_and(|s| {
+                        let labels = s.metadata.labels.unwrap_or_default();
+                        let status = s.status.unwrap_or_default();
+                        labels.get("metallb.io/node-name").map(String::as_str) == Some(*node)
+                            && labels.get("metallb.io/component-type").map(String::as_str)
+                                == Some("speaker")
+                            && status.result == Some(result)
+                            && status.error_summary.unwrap_or_default().contains(naming)
+                    })
+                })
+                .then_some(())
+        })
+    };
+    every_speaker_reports(
+        "every speaker reports Valid",
+        ConfigurationResult::Valid,
+        "",
+    );
+    lab.create(vec![serde_json::json!({
+        "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+        "metadata": {"name": "broken", "namespace": "metallb-system"},
+        "spec": {"nodeSelectors": [{"matchExpressions": [{"key": "zone", "operator": "Near"}]}]}
+    })]);
+    every_speaker_reports(
+        "every speaker reports the broken advertisement",
+        ConfigurationResult::Invalid,
+        "l2advertisement broken: spec.nodeSelectors[0]",
+    );
+    let advertisements: Api<ferrolb_crds::L2Advertisement> =
+        Api::namespaced(lab.admin.clone(), "metallb-system");
+    lab.block_on(advertisements.delete("broken", &Default::default()))
+        .unwrap();
+    every_speaker_reports(
+        "every speaker reports Valid again",
+        ConfigurationResult::Valid,
+        "",
     );
 
     // The client listens for announcements, then the owner's speaker is killed.
