@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::node_interfaces::{self, INTERFACES_ANNOTATION, Interfaces};
+use crate::quorum::{STANDING_ANNOTATION, Standing};
 
 /// How often a speaker renews its heartbeat: one write per speaker every 5 s, as cheap for
 /// the API server as kubelets' node leases are.
@@ -64,16 +65,23 @@ fn heartbeat_body(
     body
 }
 
-/// Renews this node's heartbeat until the process ends. The first renewal also clears a
-/// restart mark a predecessor left.
-pub fn spawn_renewer(client: Client, namespace: &str, node: &str, names: BTreeSet<String>) {
+/// Renews this node's heartbeat until the process ends, with the speaker's standing (renewed
+/// at once when it changes). The first renewal also clears a restart mark a predecessor left.
+pub fn spawn_renewer(
+    client: Client,
+    namespace: &str,
+    node: &str,
+    names: BTreeSet<String>,
+    mut standing: tokio::sync::watch::Receiver<Standing>,
+) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let node = node.to_string();
     tokio::spawn(async move {
         let name = lease_name(&node);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         loop {
-            let lease = heartbeat_body(&node, &names, None);
+            let now = standing.borrow_and_update().to_annotation();
+            let lease = heartbeat_body(&node, &names, Some(json!({STANDING_ANNOTATION: now})));
             let renewed = tokio::time::timeout(
                 RENEW_EVERY,
                 api.patch(&name, &params, &Patch::Apply(&lease)),
@@ -98,7 +106,11 @@ pub fn spawn_renewer(client: Client, namespace: &str, node: &str, names: BTreeSe
                 Ok(Err(e)) => warn!(error = %e, "could not renew the speaker heartbeat"),
                 Err(_) => warn!("renewing the speaker heartbeat timed out"),
             }
-            tokio::time::sleep(RENEW_EVERY).await;
+            tokio::select! {
+                () = tokio::time::sleep(RENEW_EVERY) => {}
+                // A closed channel (the speaker is stopping) leaves the plain period.
+                Ok(()) = standing.changed() => {}
+            }
         }
     });
 }

@@ -17,8 +17,10 @@
 
 use std::collections::BTreeSet;
 
-/// May this speaker announce, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// May this speaker announce, and if not, why. Published on its heartbeat Lease (as JSON under
+/// [`STANDING_ANNOTATION`]) so that operators' tools see who stepped down.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "standing")]
 pub enum Standing {
     /// It sees a majority of the running speakers (or every one the API server knows).
     Announce,
@@ -27,6 +29,20 @@ pub enum Standing {
     Isolated { unheard: BTreeSet<String> },
     /// It hears only a minority and cannot reach the API server to know more.
     Fenced,
+}
+
+/// The heartbeat annotation holding a speaker's standing.
+pub const STANDING_ANNOTATION: &str = "ferrolb.io/standing";
+
+impl Standing {
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `None` for text that is not a standing (another version, someone's edit).
+    pub fn from_annotation(text: &str) -> Option<Standing> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// The standing of speaker `me`.
@@ -76,6 +92,30 @@ mod tests {
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_standing_reads_back_from_its_annotation() {
+        for standing in [
+            Standing::Announce,
+            Standing::Fenced,
+            Standing::Isolated {
+                unheard: set(&["b", "c"]),
+            },
+        ] {
+            assert_eq!(
+                Standing::from_annotation(&standing.to_annotation()),
+                Some(standing)
+            );
+        }
+        assert_eq!(
+            Standing::Isolated {
+                unheard: set(&["b"])
+            }
+            .to_annotation(),
+            r#"{"standing":"Isolated","unheard":["b"]}"#
+        );
+        assert_eq!(Standing::from_annotation("stepped down"), None);
     }
 
     #[test]

@@ -804,6 +804,7 @@ pub async fn run(
     // Back from a restart, the heartbeat keeps its restart mark (and the peers keep holding
     // this node's addresses) until this speaker announces again.
     let mut renewing = false;
+    let published_standing = tokio::sync::watch::Sender::new(Standing::Announce);
     if resuming {
         info!("back from a restart within its grace: taking back this node's addresses");
     } else {
@@ -812,6 +813,7 @@ pub async fn run(
             &config.namespace,
             &config.node_name,
             interfaces.clone(),
+            published_standing.subscribe(),
         );
         renewing = true;
     }
@@ -998,6 +1000,7 @@ pub async fn run(
                 rejoining = Some(now);
             }
             last_standing = standing.clone();
+            published_standing.send_replace(standing.clone());
         }
         // Back from a step-down, a node hears its peers one by one and its caches may still
         // show the cluster as it was before the cut (a watch reconnects with some delay). It
@@ -1213,6 +1216,7 @@ pub async fn run(
                 &config.namespace,
                 &config.node_name,
                 interfaces.clone(),
+                published_standing.subscribe(),
             );
             renewing = true;
         }
