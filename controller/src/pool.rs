@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ferrolb_crds::label_selector::{matches_any, validate};
-use ferrolb_crds::pool_address::{AddressError, parse_pool_address};
+use ferrolb_crds::pool_address::{AddressError, Overlap, parse_pool_address};
 use ferrolb_crds::{AddressRange, IPAddressPool, IpFamily};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -53,7 +53,72 @@ impl std::fmt::Display for RejectedEntry {
     }
 }
 
+/// A pool's `Valid` condition, as the controller writes it into the pool's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolCondition {
+    pub valid: bool,
+    /// InvalidAddresses, InvalidSelector, Overlapping or Valid.
+    pub reason: &'static str,
+    pub message: String,
+}
+
 impl Pool {
+    /// The pool's `Valid` condition, given every overlap between all pools.
+    pub fn condition(&self, overlaps: &[Overlap]) -> PoolCondition {
+        if !self.rejected.is_empty() {
+            let entries: Vec<String> = self.rejected.iter().map(ToString::to_string).collect();
+            let rest = if self.ranges.is_empty() {
+                "the pool has no usable address"
+            } else {
+                "the pool's other entries are in use"
+            };
+            let selectors: String = self
+                .invalid_selectors
+                .iter()
+                .map(|s| format!("; {s}"))
+                .collect();
+            return PoolCondition {
+                valid: false,
+                reason: "InvalidAddresses",
+                message: format!("{}{selectors}; {rest}", entries.join("; ")),
+            };
+        }
+        if !self.invalid_selectors.is_empty() {
+            return PoolCondition {
+                valid: false,
+                reason: "InvalidSelector",
+                message: format!(
+                    "{}; the pool selects no Service until it is fixed (Services that name it \
+                     or ask for its addresses still get them)",
+                    self.invalid_selectors.join("; ")
+                ),
+            };
+        }
+        let mine: Vec<String> = overlaps
+            .iter()
+            .filter(|o| o.first_pool == self.name || o.second_pool == self.name)
+            .map(|o| {
+                format!(
+                    "{} overlaps {} on {}",
+                    o.first_pool, o.second_pool, o.shared
+                )
+            })
+            .collect();
+        if mine.is_empty() {
+            PoolCondition {
+                valid: true,
+                reason: "Valid",
+                message: "addresses parse and overlap no other pool".into(),
+            }
+        } else {
+            PoolCondition {
+                valid: true,
+                reason: "Overlapping",
+                message: mine.join("; "),
+            }
+        }
+    }
+
     /// Whether every entry and selector of the pool is usable (the pool's `Valid` condition).
     pub fn is_valid(&self) -> bool {
         self.rejected.is_empty() && self.invalid_selectors.is_empty()

@@ -34,7 +34,7 @@ use crate::allocator::{Allocator, Assignment};
 use crate::annotation_lane::{self, AnnotationLane, PoolAnnotation};
 use crate::event_sink::{EventSink, PendingEvent, Reporter};
 use crate::health::{Health, ReasonLabels};
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolCondition};
 use crate::service_condition::{self, ADDRESS_ALLOCATED, AllocationState, Reported};
 use crate::service_request::{
     ALLOCATED_FROM_POOL, ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX, RequestWarning, ServiceKey,
@@ -931,58 +931,12 @@ impl Controller {
         let mut problems = Vec::new();
         for (resource, pool) in &parsed {
             let name = resource.name_any();
-            let (valid, reason, message) =
-                match (pool.rejected.as_slice(), pool.invalid_selectors.as_slice()) {
-                    ([_, ..], _) => {
-                        let entries: Vec<String> =
-                            pool.rejected.iter().map(ToString::to_string).collect();
-                        let rest = if pool.ranges.is_empty() {
-                            "the pool has no usable address"
-                        } else {
-                            "the pool's other entries are in use"
-                        };
-                        let selectors = pool
-                            .invalid_selectors
-                            .iter()
-                            .map(|s| format!("; {s}"))
-                            .collect::<String>();
-                        (
-                            "False",
-                            "InvalidAddresses",
-                            format!("{}{selectors}; {rest}", entries.join("; ")),
-                        )
-                    }
-                    ([], [_, ..]) => (
-                        "False",
-                        "InvalidSelector",
-                        format!(
-                            "{}; the pool selects no Service until it is fixed (Services that name \
-                         it or ask for its addresses still get them)",
-                            pool.invalid_selectors.join("; ")
-                        ),
-                    ),
-                    ([], []) => {
-                        let mine: Vec<String> = overlaps
-                            .iter()
-                            .filter(|o| o.first_pool == name || o.second_pool == name)
-                            .map(|o| {
-                                format!(
-                                    "{} overlaps {} on {}",
-                                    o.first_pool, o.second_pool, o.shared
-                                )
-                            })
-                            .collect();
-                        if mine.is_empty() {
-                            (
-                                "True",
-                                "Valid",
-                                "addresses parse and overlap no other pool".to_string(),
-                            )
-                        } else {
-                            ("True", "Overlapping", mine.join("; "))
-                        }
-                    }
-                };
+            let PoolCondition {
+                valid,
+                reason,
+                message,
+            } = pool.condition(&overlaps);
+            let valid = if valid { "True" } else { "False" };
             self.tell_pool_condition(resource, reason, &message);
             if valid == "False" {
                 problems.push(format!("pool {name}: {message}"));

@@ -106,6 +106,19 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// kube-apiserver's message for an object it refuses with these errors, as kubectl prints it
+/// after "The ": `IPAddressPool.metallb.io "x" is invalid: spec.addresses[0]: ...` (several
+/// errors are bracketed).
+pub fn invalid_object_message(qualified_kind: &str, name: &str, errors: &[FieldError]) -> String {
+    let joined: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let summary = if joined.len() == 1 {
+        joined[0].clone()
+    } else {
+        format!("[{}]", joined.join(", "))
+    };
+    format!("{qualified_kind} \"{name}\" is invalid: {summary}")
+}
+
 /// Prints a value as Go's `field.Error` does: strings quoted, scalars bare.
 fn format_value(value: &Value) -> String {
     match value {

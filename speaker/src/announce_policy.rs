@@ -175,6 +175,100 @@ fn preference(advertisement: &L2Advertisement, node: &NodeInfo) -> u32 {
         .sum()
 }
 
+/// Why a node is not a candidate for an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeExclusion {
+    /// Labelled `node.kubernetes.io/exclude-from-external-load-balancers`.
+    ExcludeLabel,
+    /// Its NetworkUnavailable condition is True.
+    NetworkUnavailable,
+    /// `externalTrafficPolicy: Local` and no serving endpoint of the Service on it.
+    NoLocalEndpoint,
+    /// No L2Advertisement that covers the address's pool and the Service selects it.
+    NotSelected,
+}
+
+impl std::fmt::Display for NodeExclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeExclusion::ExcludeLabel => {
+                "it is labelled node.kubernetes.io/exclude-from-external-load-balancers"
+            }
+            NodeExclusion::NetworkUnavailable => "its NetworkUnavailable condition is True",
+            NodeExclusion::NoLocalEndpoint => {
+                "externalTrafficPolicy is Local and no serving endpoint of the Service runs on it"
+            }
+            NodeExclusion::NotSelected => {
+                "no L2Advertisement covering the pool and the Service selects it (nodeSelectors)"
+            }
+        })
+    }
+}
+
+/// What a node may do for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeVerdict {
+    /// A candidate, with its preference and the interfaces to answer on (`None`: every
+    /// eligible interface).
+    Candidate {
+        preference: u32,
+        interfaces: Option<BTreeSet<String>>,
+    },
+    Excluded(NodeExclusion),
+}
+
+/// The advertisements that cover an address of `service` from `pool`.
+pub fn covering<'a>(
+    advertisements: &'a [L2Advertisement],
+    pool: &PoolInfo,
+    service: &ServiceInfo,
+) -> Vec<&'a L2Advertisement> {
+    advertisements
+        .iter()
+        .filter(|a| covers(a, pool, service))
+        .collect()
+}
+
+/// Whether `node` may announce an address of `service` that `covering` advertise.
+pub fn node_verdict(
+    service: &ServiceInfo,
+    covering: &[&L2Advertisement],
+    node: &NodeInfo,
+) -> NodeVerdict {
+    if node.labels.contains_key(EXCLUDE_LABEL) {
+        return NodeVerdict::Excluded(NodeExclusion::ExcludeLabel);
+    }
+    if node.network_unavailable {
+        return NodeVerdict::Excluded(NodeExclusion::NetworkUnavailable);
+    }
+    if service.local_traffic_policy && !service.endpoint_nodes.contains(&node.name) {
+        return NodeVerdict::Excluded(NodeExclusion::NoLocalEndpoint);
+    }
+    let selecting: Vec<&&L2Advertisement> =
+        covering.iter().filter(|a| selects_node(a, node)).collect();
+    if selecting.is_empty() {
+        return NodeVerdict::Excluded(NodeExclusion::NotSelected);
+    }
+    let preference = selecting.iter().map(|a| preference(a, node)).sum();
+    let mut interfaces = Some(BTreeSet::new());
+    for advertisement in &selecting {
+        let listed = advertisement
+            .spec
+            .as_ref()
+            .and_then(|s| s.interfaces.as_deref())
+            .unwrap_or_default();
+        match (&mut interfaces, listed.is_empty()) {
+            (_, true) => interfaces = None,
+            (Some(set), false) => set.extend(listed.iter().cloned()),
+            (None, false) => {}
+        }
+    }
+    NodeVerdict::Candidate {
+        preference,
+        interfaces,
+    }
+}
+
 /// Where each of a Service's addresses may be announced from; addresses no advertisement
 /// covers, or that no node may announce, are left out.
 pub fn plan(
@@ -191,40 +285,21 @@ pub fn plan(
         let Some(pool) = pool_of(*ip, service, pools) else {
             continue;
         };
-        let covering: Vec<&L2Advertisement> = advertisements
-            .iter()
-            .filter(|a| covers(a, pool, service))
-            .collect();
+        let covering = covering(advertisements, pool, service);
         let mut plan = Plan {
             ip: *ip,
             candidates: BTreeMap::new(),
             interfaces: BTreeMap::new(),
         };
-        for node in nodes.iter().filter(|n| n.eligible()) {
-            if service.local_traffic_policy && !service.endpoint_nodes.contains(&node.name) {
-                continue;
+        for node in nodes {
+            if let NodeVerdict::Candidate {
+                preference,
+                interfaces,
+            } = node_verdict(service, &covering, node)
+            {
+                plan.candidates.insert(node.name.clone(), preference);
+                plan.interfaces.insert(node.name.clone(), interfaces);
             }
-            let selecting: Vec<&&L2Advertisement> =
-                covering.iter().filter(|a| selects_node(a, node)).collect();
-            if selecting.is_empty() {
-                continue;
-            }
-            let weight = selecting.iter().map(|a| preference(a, node)).sum();
-            let mut interfaces = Some(BTreeSet::new());
-            for advertisement in &selecting {
-                let listed = advertisement
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.interfaces.as_deref())
-                    .unwrap_or_default();
-                match (&mut interfaces, listed.is_empty()) {
-                    (_, true) => interfaces = None,
-                    (Some(set), false) => set.extend(listed.iter().cloned()),
-                    (None, false) => {}
-                }
-            }
-            plan.candidates.insert(node.name.clone(), weight);
-            plan.interfaces.insert(node.name.clone(), interfaces);
         }
         if !plan.candidates.is_empty() {
             plans.push(plan);

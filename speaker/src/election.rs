@@ -33,15 +33,29 @@ where
 {
     candidates
         .into_iter()
-        .max_by(|a, b| {
-            a.preference
-                .cmp(&b.preference)
-                .then_with(|| score(a.node, ip).cmp(&score(b.node, ip)))
-                // Equal scores are astronomically rare; the name settles them the same
-                // way everywhere.
-                .then_with(|| b.node.cmp(a.node))
-        })
+        .max_by(|a, b| election_order(ip, a, b))
         .map(|c| c.node)
+}
+
+/// The candidates in the order the election prefers them, best first: the first is the one
+/// `elect` picks, the second the one that would take over from it.
+pub fn ranking<'a, I>(ip: IpAddr, candidates: I) -> Vec<Candidate<'a>>
+where
+    I: IntoIterator<Item = Candidate<'a>>,
+{
+    let mut ranked: Vec<Candidate<'a>> = candidates.into_iter().collect();
+    ranked.sort_by(|a, b| election_order(ip, b, a));
+    ranked
+}
+
+/// How two candidates compare for `ip`: the greater one wins.
+fn election_order(ip: IpAddr, a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    a.preference
+        .cmp(&b.preference)
+        .then_with(|| score(a.node, ip).cmp(&score(b.node, ip)))
+        // Equal scores are astronomically rare; the name settles them the same way
+        // everywhere.
+        .then_with(|| b.node.cmp(a.node))
 }
 
 /// The node that announces `ip` when `current` announces it now: a current owner that is still
@@ -103,6 +117,23 @@ mod tests {
                 preference: 0,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_ranking_starts_with_the_elected_node() {
+        for last in 0..=255u8 {
+            let ip = IpAddr::from([192, 0, 2, last]);
+            let mut candidates = plain(&["a", "b", "c", "d"]);
+            candidates[3].preference = u32::from(last % 3);
+            let ranked = ranking(ip, candidates.clone());
+            assert_eq!(Some(ranked[0].node), elect(ip, candidates.clone()));
+            // Without the winner, the runner-up is elected: the next owner.
+            let rest: Vec<Candidate> = candidates
+                .into_iter()
+                .filter(|c| c.node != ranked[0].node)
+                .collect();
+            assert_eq!(Some(ranked[1].node), elect(ip, rest));
+        }
     }
 
     #[test]

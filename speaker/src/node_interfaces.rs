@@ -53,14 +53,37 @@ pub fn decode(text: &str) -> Option<Interfaces> {
         .collect()
 }
 
-/// The candidates (node → preference) that can announce `ip`: `on` gives, per candidate, the
-/// interfaces the advertisements name (`None`: any), `known` the nodes' interfaces.
-pub fn able_to_announce(
+/// Why a candidate cannot announce an address on its interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InterfaceExclusion {
+    /// The advertisements name interfaces for it and it has none of them.
+    NoNamedInterface,
+    /// It has no interface in the address's subnet while another candidate has one.
+    OutsideSubnet,
+}
+
+impl std::fmt::Display for InterfaceExclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InterfaceExclusion::NoNamedInterface => {
+                "it has none of the interfaces its L2Advertisements name"
+            }
+            InterfaceExclusion::OutsideSubnet => {
+                "it has no interface in the address's subnet, and another candidate has one"
+            }
+        })
+    }
+}
+
+/// The candidates (node → preference) that cannot announce `ip`, and why: `on` gives, per
+/// candidate, the interfaces the advertisements name (`None`: any), `known` the nodes'
+/// interfaces.
+pub fn unable_to_announce(
     ip: IpAddr,
     candidates: &BTreeMap<String, u32>,
     on: &BTreeMap<String, Option<BTreeSet<String>>>,
     known: &BTreeMap<String, Interfaces>,
-) -> BTreeMap<String, u32> {
+) -> BTreeMap<String, InterfaceExclusion> {
     // Per known candidate: the interfaces it would answer on.
     let answering: BTreeMap<&String, Vec<(&String, &Vec<IpNetwork>)>> = candidates
         .keys()
@@ -85,11 +108,32 @@ pub fn able_to_announce(
     };
     let someone_in_subnet = candidates.keys().any(in_subnet);
     candidates
-        .iter()
-        .filter(|(node, _)| match answering.get(node) {
-            None => true,
-            Some(interfaces) => !interfaces.is_empty() && (!someone_in_subnet || in_subnet(node)),
+        .keys()
+        .filter_map(|node| match answering.get(node) {
+            None => None,
+            Some(interfaces) if interfaces.is_empty() => {
+                Some((node.clone(), InterfaceExclusion::NoNamedInterface))
+            }
+            Some(_) if someone_in_subnet && !in_subnet(node) => {
+                Some((node.clone(), InterfaceExclusion::OutsideSubnet))
+            }
+            Some(_) => None,
         })
+        .collect()
+}
+
+/// The candidates (node → preference) that can announce `ip`: those
+/// [`unable_to_announce`] does not leave out.
+pub fn able_to_announce(
+    ip: IpAddr,
+    candidates: &BTreeMap<String, u32>,
+    on: &BTreeMap<String, Option<BTreeSet<String>>>,
+    known: &BTreeMap<String, Interfaces>,
+) -> BTreeMap<String, u32> {
+    let unable = unable_to_announce(ip, candidates, on, known);
+    candidates
+        .iter()
+        .filter(|(node, _)| !unable.contains_key(*node))
         .map(|(node, preference)| (node.clone(), *preference))
         .collect()
 }

@@ -265,3 +265,52 @@ fn invalid_selectors_are_named_with_their_field() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn each_node_left_out_is_left_out_for_a_named_reason() {
+    use announce_policy::{NodeExclusion, NodeVerdict, covering, node_verdict};
+    let mut local = service("192.168.117.100");
+    local.local_traffic_policy = true;
+    let pools = pools();
+    let ads = [advertisement(
+        json!({"nodeSelectors": [{"matchLabels": {"zone": "b"}}, {"matchLabels": {"zone": "c"}}]}),
+    )];
+    let covering = covering(&ads, &pools[0], &local);
+    let mut excluded = node("node-x", &[("zone", "b"), (EXCLUDE_LABEL, "")]);
+    let mut unavailable = node("node-y", &[("zone", "b")]);
+    unavailable.network_unavailable = true;
+    let verdict = |n: &NodeInfo| node_verdict(&local, &covering, n);
+    assert_eq!(
+        verdict(&excluded),
+        NodeVerdict::Excluded(NodeExclusion::ExcludeLabel)
+    );
+    assert_eq!(
+        verdict(&unavailable),
+        NodeVerdict::Excluded(NodeExclusion::NetworkUnavailable)
+    );
+    // node-c is selected but hosts no endpoint; node-a hosts none and is not selected either:
+    // the endpoint rule is named first, as it is the one a user changes most often.
+    assert_eq!(
+        verdict(&node("node-c", &[("zone", "c")])),
+        NodeVerdict::Excluded(NodeExclusion::NoLocalEndpoint)
+    );
+    local.endpoint_nodes.insert("node-a".into());
+    let verdict = |n: &NodeInfo| node_verdict(&local, &covering, n);
+    assert_eq!(
+        verdict(&node("node-a", &[("zone", "a")])),
+        NodeVerdict::Excluded(NodeExclusion::NotSelected)
+    );
+    assert_eq!(
+        verdict(&node("node-b", &[("zone", "b")])),
+        NodeVerdict::Candidate {
+            preference: 0,
+            interfaces: None
+        }
+    );
+    // The verdicts and the plan agree on who is a candidate.
+    excluded.labels.remove(EXCLUDE_LABEL);
+    local.endpoint_nodes.insert("node-x".into());
+    let all = [excluded, node("node-a", &[("zone", "a")])];
+    let planned = candidates(&local, &ads, &all);
+    assert_eq!(planned, ["node-x"]);
+}

@@ -124,12 +124,6 @@ impl ApiError {
         name: &str,
         errors: &[ferrolb_crds::schema_validation::FieldError],
     ) -> Self {
-        let joined = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-        let summary = if joined.len() == 1 {
-            joined[0].clone()
-        } else {
-            format!("[{}]", joined.join(", "))
-        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| {
@@ -147,9 +141,10 @@ impl ApiError {
         Self::new(
             422,
             "Invalid",
-            format!(
-                "{} \"{name}\" is invalid: {summary}",
-                resource.qualified_kind()
+            ferrolb_crds::schema_validation::invalid_object_message(
+                &resource.qualified_kind(),
+                name,
+                errors,
             ),
         )
         .with_details(details)
