@@ -387,3 +387,164 @@ impl fmt::Display for Explanation {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn node(name: &str, labels: serde_json::Value, unavailable: bool) -> Node {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels},
+            "status": {"conditions": [{"type": "NetworkUnavailable",
+                "status": if unavailable { "True" } else { "False" }}]}}))
+        .unwrap()
+    }
+
+    fn heartbeat(node: &str, interfaces: &str, now: Timestamp) -> Lease {
+        serde_json::from_value(
+            json!({"metadata": {"name": format!("ferrolb-speaker-{node}"),
+                "annotations": {"ferrolb.io/interfaces": interfaces,
+                                "ferrolb.io/standing": "{\"standing\":\"Announce\"}"}},
+            "spec": {"holderIdentity": node, "renewTime": now.to_string()}}),
+        )
+        .unwrap()
+    }
+
+    fn view() -> ClusterView {
+        let now = Timestamp::now();
+        let on_segment = r#"{"eth0":["192.0.2.11/24"]}"#;
+        ClusterView {
+            read_at: Some(now),
+            pools: vec![
+                serde_json::from_value(json!({"metadata": {"name": "first-pool"},
+                "spec": {"addresses": ["192.0.2.100-192.0.2.110"]}}))
+                .unwrap(),
+            ],
+            advertisements: vec![
+                serde_json::from_value(
+                    json!({"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+                       "metadata": {"name": "example"}, "spec": {}}),
+                )
+                .unwrap(),
+            ],
+            nodes: vec![
+                node("node-a", json!({}), false),
+                node("node-b", json!({}), false),
+                node("node-c", json!({}), false),
+                node(
+                    "node-x",
+                    json!({"node.kubernetes.io/exclude-from-external-load-balancers": ""}),
+                    false,
+                ),
+                node("node-y", json!({}), true),
+                node("node-z", json!({}), false),
+            ],
+            heartbeats: vec![
+                heartbeat("node-a", on_segment, now),
+                heartbeat("node-b", on_segment, now),
+                heartbeat("node-c", on_segment, now),
+                // Elsewhere: no interface in the address's subnet.
+                heartbeat("node-z", r#"{"eth0":["203.0.113.5/24"]}"#, now),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn service() -> Service {
+        serde_json::from_value(
+            json!({"metadata": {"name": "myapp", "namespace": "default"},
+            "spec": {"type": "LoadBalancer"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.100"}]}}}),
+        )
+        .unwrap()
+    }
+
+    fn slices() -> Vec<Arc<EndpointSlice>> {
+        vec![Arc::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": "myapp-1", "namespace": "default"},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "node-a"}]}),
+            )
+            .unwrap(),
+        )]
+    }
+
+    #[test]
+    fn the_owner_the_next_owner_and_every_other_nodes_reason_are_given() {
+        let explained = explain_service(&view(), &service(), &slices());
+        let address = &explained.addresses[0];
+        let order: Vec<&str> = address.candidates.iter().map(|c| c.node.as_str()).collect();
+        let ip: IpAddr = "192.0.2.100".parse().unwrap();
+        let expected = ranking(
+            ip,
+            ["node-a", "node-b", "node-c"].map(|node| Candidate {
+                node,
+                preference: 0,
+            }),
+        );
+        assert_eq!(order, expected.iter().map(|c| c.node).collect::<Vec<_>>());
+        // No ServiceL2Status yet: the elected node answers, the runner-up takes over.
+        assert_eq!(address.elected.as_deref(), Some(order[0]));
+        assert_eq!(address.next_owner.as_deref(), Some(order[1]));
+        let reasons: BTreeMap<&str, &str> = address
+            .not_candidates
+            .iter()
+            .map(|(n, why)| (n.as_str(), why.as_str()))
+            .collect();
+        assert!(reasons["node-x"].contains("exclude-from-external-load-balancers"));
+        assert!(reasons["node-y"].contains("NetworkUnavailable"));
+        assert!(reasons["node-z"].contains("no interface in the address's subnet"));
+        let text = explained.to_string();
+        assert!(
+            text.contains(&format!(
+                "next owner      {}, if the owner went away",
+                order[1]
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_local_service_names_the_nodes_without_an_endpoint() {
+        let mut local = service();
+        local.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        let explained = explain_service(&view(), &local, &slices());
+        let address = &explained.addresses[0];
+        assert_eq!(address.elected.as_deref(), Some("node-a"));
+        // The only node with an endpoint: nobody could take over.
+        assert_eq!(address.next_owner, None);
+        assert!(
+            address
+                .not_candidates
+                .iter()
+                .any(|(n, why)| n == "node-b" && why.contains("no serving endpoint"))
+        );
+    }
+
+    #[test]
+    fn a_service_without_a_condition_or_endpoints_is_told_what_is_missing() {
+        let mut waiting = service();
+        waiting.status = None;
+        let explained = explain_service(&view(), &waiting, &[]);
+        assert!(explained.addresses.is_empty());
+        assert!(
+            explained
+                .refusal
+                .unwrap()
+                .plain
+                .contains("has not looked at")
+        );
+        let unserved = explain_service(&view(), &service(), &[]);
+        assert!(
+            unserved.addresses[0]
+                .unannounced
+                .as_deref()
+                .unwrap()
+                .contains("no serving endpoint")
+        );
+    }
+}

@@ -291,3 +291,84 @@ impl fmt::Display for StatusReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::{Timestamp, ToSpan};
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn lease(
+        node: &str,
+        renewed: Timestamp,
+        standing: &str,
+    ) -> k8s_openapi::api::coordination::v1::Lease {
+        serde_json::from_value(
+            json!({"metadata": {"name": format!("ferrolb-speaker-{node}"),
+                "annotations": {"ferrolb.io/standing": standing}},
+            "spec": {"holderIdentity": node, "renewTime": renewed.to_string()}}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn stepped_down_or_silent_speakers_orphans_and_recent_conflicts_need_attention() {
+        let now = Timestamp::now();
+        let announcing = r#"{"standing":"Announce"}"#;
+        let healthy = ClusterView {
+            read_at: Some(now),
+            heartbeats: vec![lease("node-a", now, announcing)],
+            conflicts: vec![
+                serde_json::from_value(json!({
+                "metadata": {"name": "old", "creationTimestamp": (now - 2.hours()).to_string()},
+                "involvedObject": {"name": "myapp", "namespace": "default"},
+                "reason": "AddressConflict", "message": "long ago"}))
+                .unwrap(),
+            ],
+            ..Default::default()
+        };
+        let report = status_report(&healthy, Duration::from_secs(600));
+        assert!(!report.needs_attention(), "{report}");
+        assert!(report.to_string().contains("All well."));
+
+        let mut troubled = healthy.clone();
+        troubled.heartbeats = vec![
+            lease(
+                "node-a",
+                now,
+                r#"{"standing":"Isolated","unheard":["node-b"]}"#,
+            ),
+            lease("node-b", now - 45.seconds(), announcing),
+        ];
+        troubled.pools = vec![
+            serde_json::from_value(json!({"metadata": {"name": "shrunk"},
+            "spec": {"addresses": ["192.0.2.0/30"]},
+            "status": {"assignedIPv4": 0, "assignedIPv6": 0, "availableIPv4": 4, "availableIPv6": 0,
+                "orphanedAddresses": [{"address": "192.0.2.9", "services": ["default/myapp"]}]}}))
+            .unwrap(),
+        ];
+        troubled.conflicts.push(
+            serde_json::from_value(json!({
+                "metadata": {"name": "new", "creationTimestamp": (now - 1.minutes()).to_string()},
+                "involvedObject": {"name": "myapp", "namespace": "default"},
+                "reason": "AddressConflict", "message": "claimed by another MAC"}))
+            .unwrap(),
+        );
+        let report = status_report(&troubled, Duration::from_secs(600));
+        let attention = report.attention.join("\n");
+        assert!(
+            attention.contains("speaker on node-a: fenced: it cannot hear node-b"),
+            "{attention}"
+        );
+        assert!(
+            attention.contains("speaker on node-b: heartbeat not renewed for 45s"),
+            "{attention}"
+        );
+        assert!(
+            attention.contains("192.0.2.9 (default/myapp)"),
+            "{attention}"
+        );
+        assert!(attention.contains("1 address conflict(s)"), "{attention}");
+    }
+}
