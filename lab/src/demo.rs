@@ -574,7 +574,12 @@ pub fn demo(keep: bool, family: Family) -> anyhow::Result<()> {
             "  export KUBECONFIG={}",
             state_dir().join("kubeconfig").display()
         );
-        println!("  kubectl get svc,ipaddresspools,l2advertisements,servicel2statuses -A");
+        println!(
+            "  kubectl get svc,ipaddresspools,l2advertisements,servicel2statuses,configurationstates -A"
+        );
+        println!(
+            "  kubectl ferrolb explain service default/myapp    (cargo install --path plugin first)"
+        );
         for ip in vips {
             let ask = if ip.contains(':') {
                 format!("ndisc6 {ip} eth0")
