@@ -8,7 +8,7 @@ use clap::Parser;
 use ferrolb_speaker::health::Health;
 use ferrolb_speaker::interface_exclusion::{self, InterfaceExclusion};
 use ferrolb_speaker::membership::{Membership, Timing};
-use ferrolb_speaker::responder::{Responder, eligible_interfaces};
+use ferrolb_speaker::responder::{Responder, candidate_interfaces};
 use ferrolb_speaker::runtime::{Config, run};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
@@ -179,21 +179,46 @@ async fn main() -> anyhow::Result<()> {
     let membership = Membership::start(&args.node_name, bind, Some(advertise), timing, 3).await?;
     let exclusion = InterfaceExclusion::read(&args.exclude_l2_config)
         .map_err(|e| anyhow::anyhow!("the interface exclusions (metallb-excludel2): {e}"))?;
-    let (interfaces, excluded): (Vec<_>, Vec<_>) = eligible_interfaces()
-        .into_iter()
-        .partition(|i| !exclusion.excludes(&i.name));
-    if !excluded.is_empty() {
-        tracing::info!(
-            excluded = ?excluded.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
-            patterns = ?exclusion.patterns(),
-            "interfaces excluded from announcements (metallb-excludel2)"
-        );
-    }
-    if interfaces.is_empty() {
-        anyhow::bail!(
-            "no interface can carry ARP on this node (up, broadcast, not enslaved, not excluded by metallb-excludel2)"
-        );
-    }
+    // A node whose links are all down for a moment (the speaker restarted during a cut)
+    // waits for one to come up rather than exiting into a crash loop; a node left with no
+    // candidate at all (none exists, or metallb-excludel2 excludes them all) is misconfigured.
+    let interfaces = {
+        let mut wait = std::time::Duration::from_millis(200);
+        let mut reported_exclusion = false;
+        loop {
+            let (candidates, excluded): (Vec<_>, Vec<_>) = candidate_interfaces()
+                .into_iter()
+                .partition(|(i, _)| !exclusion.excludes(&i.name));
+            if !excluded.is_empty() && !reported_exclusion {
+                tracing::info!(
+                    excluded = ?excluded.iter().map(|(i, _)| i.name.as_str()).collect::<Vec<_>>(),
+                    patterns = ?exclusion.patterns(),
+                    "interfaces excluded from announcements (metallb-excludel2)"
+                );
+                reported_exclusion = true;
+            }
+            if candidates.is_empty() {
+                anyhow::bail!(
+                    "no interface can carry ARP on this node (broadcast-capable, not loopback, not enslaved, not excluded by metallb-excludel2)"
+                );
+            }
+            let up: Vec<_> = candidates
+                .iter()
+                .filter(|(_, up)| *up)
+                .map(|(i, _)| i.clone())
+                .collect();
+            if !up.is_empty() {
+                break up;
+            }
+            tracing::warn!(
+                down = ?candidates.iter().map(|(i, _)| i.name.as_str()).collect::<Vec<_>>(),
+                retry_in = ?wait,
+                "no interface that may carry ARP is up yet; waiting for one"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        }
+    };
     let interface_names: std::collections::BTreeSet<String> =
         interfaces.iter().map(|i| i.name.clone()).collect();
     let responder = Responder::start(interfaces, args.gratuitous_arp_interval)?;

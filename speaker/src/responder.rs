@@ -47,11 +47,22 @@ pub struct Interface {
 /// Interfaces that can carry ARP: up, not loopback, with a MAC, broadcast-capable, and not
 /// enslaved to a bridge or bond (the master answers for them).
 pub fn eligible_interfaces() -> Vec<Interface> {
+    candidate_interfaces()
+        .into_iter()
+        .filter(|(_, up)| *up)
+        .map(|(interface, _)| interface)
+        .collect()
+}
+
+/// Every interface that could carry ARP once up (not loopback, broadcast-capable, not
+/// enslaved to a bond or bridge), and whether it is up now. A link that is down for a moment
+/// (a cable, a switch restart) is still a candidate: the speaker waits for it.
+pub fn candidate_interfaces() -> Vec<(Interface, bool)> {
     pnet_datalink::interfaces()
         .into_iter()
-        .filter(|i| i.is_up() && !i.is_loopback() && i.is_broadcast())
+        .filter(|i| !i.is_loopback() && i.is_broadcast())
         .filter(|i| !std::path::Path::new(&format!("/sys/class/net/{}/master", i.name)).exists())
-        .filter_map(|i| interface_of(&i))
+        .filter_map(|i| Some((interface_of(&i)?, i.is_up())))
         .collect()
 }
 

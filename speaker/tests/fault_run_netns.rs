@@ -733,8 +733,11 @@ impl Run {
             if let Some(controller) = controller
                 && let Ok(Some(status)) = controller.child.try_wait()
             {
-                self.violations
-                    .push(format!("controller-{i} exited by itself: {status}"));
+                let last = controller.log.lock().unwrap().last().cloned();
+                self.violations.push(format!(
+                    "controller-{i} exited by itself: {status}; its log ends: {}",
+                    last.unwrap_or_default()
+                ));
             }
         }
         for node in NODES {
@@ -745,8 +748,16 @@ impl Run {
                 .as_mut()
                 .map(|s| s.child.try_wait().ok().flatten());
             if let Some(Some(status)) = exited {
-                self.violations
-                    .push(format!("the speaker of {node} exited by itself: {status}"));
+                // Its last words say why (the process is gone, its log stays with the lab).
+                let last = self
+                    .lab
+                    .speaker_log(node)
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                self.violations.push(format!(
+                    "the speaker of {node} exited by itself: {status}; its log ends: {last}"
+                ));
             }
         }
     }

@@ -182,3 +182,64 @@ fn an_interface_excluded_by_metallb_excludel2_carries_no_announcement() {
             .then_some(())
     });
 }
+
+/// A speaker started while every interface it may use is down (its node's link cut for a
+/// moment) waits for one to come up instead of exiting into a crash loop, then announces on it.
+#[test]
+fn a_speaker_started_while_its_link_is_down_waits_for_it() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::start();
+    // node-1 reaches the API server over eth0 but may only announce on its second link (a
+    // veth pair, both ends in the node), which is down.
+    add_eth1(&lab, "node-1");
+    let link = |lab: &Lab, state: &str| {
+        let netns = lab.segment.host("node-1").unwrap();
+        for end in ["eth1", "eth1-peer"] {
+            netns.ip(&["link", "set", end, state]).unwrap();
+        }
+    };
+    link(&lab, "down");
+    let dir = tempfile::tempdir().unwrap();
+    let excludel2 = dir.path().join("excludel2.yaml");
+    std::fs::write(&excludel2, "announcedInterfacesToExclude: [\"^eth0$\"]\n").unwrap();
+    lab.kill("node-1");
+    lab.start_speaker_with(
+        "node-1",
+        &["--exclude-l2-config", excludel2.to_str().unwrap()],
+    );
+    poll("node-1 waits for an interface", 30, || {
+        lab.speaker_log("node-1")
+            .iter()
+            .any(|l| l.contains("no interface that may carry ARP is up yet") && l.contains("eth1"))
+            .then_some(())
+    });
+    let index = lab.nodes.iter().position(|n| *n == "node-1").unwrap();
+    let running = lab.speakers[index]
+        .as_mut()
+        .unwrap()
+        .child
+        .try_wait()
+        .unwrap();
+    assert!(running.is_none(), "the speaker exited: {running:?}");
+
+    link(&lab, "up");
+    poll(
+        "node-1's speaker answers on the link once it is up",
+        30,
+        || {
+            let log = lab.speaker_log("node-1");
+            let answering = log
+                .iter()
+                .any(|l| l.contains("answering ARP/NDP") && l.contains("interface=eth1 "));
+            let running = log.iter().any(|l| l.contains("caches filled"));
+            (answering && running).then_some(())
+        },
+    );
+    let running = lab.speakers[index]
+        .as_mut()
+        .unwrap()
+        .child
+        .try_wait()
+        .unwrap();
+    assert!(running.is_none(), "the speaker exited: {running:?}");
+}
