@@ -153,12 +153,10 @@ pub fn validate(documents: &[Document]) -> Vec<Finding> {
             let errors = schema.validate(&checked, None);
             if !errors.is_empty() {
                 let name = value["metadata"]["name"].as_str().unwrap_or_default();
+                // The API server's own message (kubectl shows it after "Error from server").
                 found(
                     Severity::Error,
-                    format!(
-                        "The {}",
-                        invalid_object_message(&format!("{kind}.metallb.io"), name, &errors)
-                    ),
+                    invalid_object_message(&format!("{kind}.metallb.io"), name, &errors),
                 );
                 continue;
             }
@@ -354,7 +352,7 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         assert!(
-            text.contains("IPAddressPool/backwards: error: The IPAddressPool.metallb.io \"backwards\" is invalid: spec.addresses[0]"),
+            text.contains("IPAddressPool/backwards: error: IPAddressPool.metallb.io \"backwards\" is invalid: spec.addresses[0]"),
             "{text}"
         );
         assert!(text.contains("unknown field \"spec.bogus\""), "{text}");
