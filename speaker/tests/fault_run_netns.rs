@@ -851,6 +851,21 @@ fn newest_assignments(lab: &Lab) -> BTreeMap<String, String> {
 /// The settled state's checks: `Ok` with the number of (announced, unannounced) addresses
 /// checked when they hold, else what does not (yet).
 fn settled_check(lab: &Lab) -> Result<(usize, usize), String> {
+    // The run only ever writes valid configuration: every component must say so.
+    let states: Api<ferrolb_crds::ConfigurationState> =
+        Api::namespaced(lab.admin.clone(), "metallb-system");
+    for name in std::iter::once("controller".to_string())
+        .chain(NODES.iter().map(|n| format!("speaker-{n}")))
+    {
+        let state = lab
+            .block_on(states.get_opt(&name))
+            .map_err(|e| e.to_string())?
+            .and_then(|s| s.status);
+        let result = state.as_ref().and_then(|s| s.result);
+        if result != Some(ferrolb_crds::ConfigurationResult::Valid) {
+            return Err(format!("ConfigurationState {name} says {state:?}"));
+        }
+    }
     let services: Vec<Service> = lab
         .block_on(
             Api::<Service>::namespaced(lab.admin.clone(), "default").list(&Default::default()),
@@ -1086,7 +1101,7 @@ fn a_seeded_random_run_of_changes_and_faults_keeps_every_invariant() {
     }
     match settled {
         Some((announced, silent)) => eprintln!(
-            "fault run: settled: {announced} announced addresses with one answerer each, named by status and Events; {silent} unannounced addresses silent"
+            "fault run: settled: every ConfigurationState Valid; {announced} announced addresses with one answerer each, named by status and Events; {silent} unannounced addresses silent"
         ),
         None => run.violations.push(format!("after settling: {last}")),
     }
