@@ -106,7 +106,14 @@ pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -
             }
         })
         .collect();
-    let speakers: Vec<SpeakerState> = view.speakers().into_values().collect();
+    // A deleted node's heartbeat stays behind (nothing owns it); only nodes that exist count.
+    let nodes: std::collections::BTreeSet<String> =
+        view.nodes.iter().map(ResourceExt::name_any).collect();
+    let speakers: Vec<SpeakerState> = view
+        .speakers()
+        .into_values()
+        .filter(|s| nodes.contains(&s.node))
+        .collect();
     for speaker in &speakers {
         if let Some(trouble) = speaker.trouble() {
             attention.push(format!("speaker on {}: {trouble}", speaker.node));
@@ -316,9 +323,17 @@ mod tests {
     fn stepped_down_or_silent_speakers_orphans_and_recent_conflicts_need_attention() {
         let now = Timestamp::now();
         let announcing = r#"{"standing":"Announce"}"#;
+        let node = |name: &str| -> k8s_openapi::api::core::v1::Node {
+            serde_json::from_value(json!({"metadata": {"name": name}})).unwrap()
+        };
         let healthy = ClusterView {
             read_at: Some(now),
-            heartbeats: vec![lease("node-a", now, announcing)],
+            nodes: vec![node("node-a"), node("node-b")],
+            // node-gone was deleted long ago: its heartbeat is not a speaker in trouble.
+            heartbeats: vec![
+                lease("node-a", now, announcing),
+                lease("node-gone", now - 3.hours(), announcing),
+            ],
             conflicts: vec![
                 serde_json::from_value(json!({
                 "metadata": {"name": "old", "creationTimestamp": (now - 2.hours()).to_string()},
