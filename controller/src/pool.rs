@@ -119,11 +119,6 @@ impl Pool {
         }
     }
 
-    /// Whether every entry and selector of the pool is usable (the pool's `Valid` condition).
-    pub fn is_valid(&self) -> bool {
-        self.rejected.is_empty() && self.invalid_selectors.is_empty()
-    }
-
     /// The pool an IPAddressPool describes; entries that do not parse are set aside in
     /// `rejected`, so that one bad entry never takes the pool's other addresses away.
     pub fn from_resource(resource: &IPAddressPool) -> Pool {

@@ -918,8 +918,6 @@ impl Controller {
                 .iter()
                 .map(|(_, p)| (p.name.as_str(), p.ranges.as_slice())),
         );
-        let invalid = parsed.iter().filter(|(_, p)| !p.is_valid()).count();
-        self.health.metrics.config.set(invalid);
         self.health
             .keep_pools(&parsed.iter().map(|(r, _)| r.name_any()).collect());
         self.pool_conditions
@@ -985,6 +983,8 @@ impl Controller {
                 Err(e) => warn!(pool = %name, error = %e, "could not write pool status"),
             }
         }
+        // One problem per pool whose Valid condition is False.
+        self.health.metrics.config.set(problems.len());
         self.configuration_state.report(problems);
     }
 }

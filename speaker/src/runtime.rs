@@ -352,25 +352,33 @@ pub fn node_info(node: &Node) -> NodeInfo {
 }
 
 /// What this speaker cannot use of the configuration, one line per object, for its
-/// ConfigurationState.
+/// ConfigurationState and the stale-configuration gauge. `usable` are the pools `pool_info`
+/// read: only the others are parsed again, for their error, so a pass over a valid
+/// configuration parses nothing twice.
 fn configuration_problems(
     pools: &[Arc<IPAddressPool>],
+    usable: &[PoolInfo],
     invalid_advertisements: &BTreeMap<String, Vec<String>>,
 ) -> Vec<String> {
-    let mut problems: Vec<String> = pools
-        .iter()
-        .filter_map(|pool| {
-            let error = pool
-                .spec
-                .addresses
+    let mut problems = Vec::new();
+    if usable.len() < pools.len() {
+        problems.extend(
+            pools
                 .iter()
-                .find_map(|a| parse_pool_address(a).err())?;
-            Some(format!(
-                "pool {}: {error}; it is not announced",
-                pool.name_any()
-            ))
-        })
-        .collect();
+                .filter(|pool| !usable.iter().any(|u| u.name == pool.name_any()))
+                .filter_map(|pool| {
+                    let error = pool
+                        .spec
+                        .addresses
+                        .iter()
+                        .find_map(|a| parse_pool_address(a).err())?;
+                    Some(format!(
+                        "pool {}: {error}; it is not announced",
+                        pool.name_any()
+                    ))
+                }),
+        );
+    }
     problems.extend(invalid_advertisements.iter().map(|(name, selectors)| {
         format!(
             "l2advertisement {name}: {}; it matches nothing there",
@@ -1065,13 +1073,10 @@ pub async fn run(
             }
             last_invalid_advertisements = invalid_advertisements;
         }
-        health
-            .config
-            .set(pool_objects.len() - pool_infos.len() + last_invalid_advertisements.len());
-        configuration_state.report(configuration_problems(
-            &pool_objects,
-            &last_invalid_advertisements,
-        ));
+        let problems =
+            configuration_problems(&pool_objects, &pool_infos, &last_invalid_advertisements);
+        health.config.set(problems.len());
+        configuration_state.report(problems);
         let plan_inputs = (
             pool_infos,
             advertisement_objects,
