@@ -181,19 +181,15 @@ impl ClusterView {
     }
 }
 
-fn event_time(event: &Event) -> Option<String> {
+/// When an Event happened: its eventTime (events.k8s.io), else lastTimestamp, else when it was
+/// created.
+pub fn event_time(event: &Event) -> Option<Timestamp> {
     event
         .event_time
         .as_ref()
-        .map(|t| t.0.to_string())
-        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.to_string()))
-        .or_else(|| {
-            event
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-        })
+        .map(|t| t.0)
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]

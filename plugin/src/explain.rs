@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use ferrolb_controller::service_condition;
 use ferrolb_controller::service_request::{ANNOTATION_PREFIX, LEGACY_ANNOTATION_PREFIX};
-use ferrolb_speaker::announce_policy::{NodeVerdict, Plan, covering, node_verdict, pool_of};
+use ferrolb_speaker::announce_policy::{covering, plan_address, pool_of};
 use ferrolb_speaker::election::{Candidate, ranking, score};
 use ferrolb_speaker::node_interfaces::{Interfaces, unable_to_announce};
 use ferrolb_speaker::owner_claims::OwnerClaims;
@@ -135,26 +135,10 @@ pub fn explain_service(
                 };
             };
             let covering = covering(&view.advertisements, pool, &would_serve);
-            let mut plan = Plan {
-                ip: *ip,
-                candidates: BTreeMap::new(),
-                interfaces: BTreeMap::new(),
-            };
             let mut not_candidates = Vec::new();
-            for node in &nodes {
-                match node_verdict(&would_serve, &covering, node) {
-                    NodeVerdict::Candidate {
-                        preference,
-                        interfaces,
-                    } => {
-                        plan.candidates.insert(node.name.clone(), preference);
-                        plan.interfaces.insert(node.name.clone(), interfaces);
-                    }
-                    NodeVerdict::Excluded(why) => {
-                        not_candidates.push((node.name.clone(), why.to_string()));
-                    }
-                }
-            }
+            let plan = plan_address(*ip, &would_serve, &covering, &nodes, |node, why| {
+                not_candidates.push((node.name.clone(), why.to_string()));
+            });
             let unable = unable_to_announce(*ip, &plan.candidates, &plan.interfaces, &known);
             for (node, why) in &unable {
                 not_candidates.push((node.clone(), why.to_string()));

@@ -6,10 +6,10 @@ use std::fmt;
 
 use ferrolb_controller::service_condition;
 use ferrolb_crds::ConfigurationResult;
-use k8s_openapi::api::core::v1::Service;
+use ferrolb_speaker::runtime::service_info;
 use kube::ResourceExt;
 
-use crate::cluster_view::{ClusterView, SpeakerState};
+use crate::cluster_view::{ClusterView, SpeakerState, event_time};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolLine {
@@ -45,15 +45,6 @@ impl StatusReport {
     }
 }
 
-fn has_ingress(service: &Service) -> bool {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .is_some_and(|i| !i.is_empty())
-}
-
 /// The report for `view`; `conflict_window` is how old an AddressConflict Event may be to
 /// still count (by its time, against when the view was read).
 pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -> StatusReport {
@@ -63,22 +54,18 @@ pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -
         .iter()
         .map(|pool| {
             let status = pool.status.clone().unwrap_or_default();
-            let valid = status
+            let condition = status
                 .conditions
                 .as_deref()
                 .unwrap_or_default()
                 .iter()
-                .find(|c| c.type_ == "Valid")
-                .map_or_else(
-                    || "not reported yet".to_string(),
-                    |c| {
-                        if c.status == "True" {
-                            c.reason.clone()
-                        } else {
-                            format!("{}: {}", c.reason, c.message)
-                        }
-                    },
-                );
+                .find(|c| c.type_ == "Valid");
+            let invalid = condition.is_some_and(|c| c.status == "False");
+            let valid = match condition {
+                None => "not reported yet".to_string(),
+                Some(c) if invalid => format!("{}: {}", c.reason, c.message),
+                Some(c) => c.reason.clone(),
+            };
             let orphaned: Vec<String> = status
                 .orphaned_addresses
                 .unwrap_or_default()
@@ -86,7 +73,7 @@ pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -
                 .map(|o| format!("{} ({})", o.address, o.services.join(", ")))
                 .collect();
             let name = pool.name_any();
-            if valid.starts_with("Invalid") {
+            if invalid {
                 attention.push(format!("pool {name} is invalid: {valid}"));
             }
             if !orphaned.is_empty() {
@@ -154,12 +141,7 @@ pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -
         .conflicts
         .iter()
         .filter_map(|event| {
-            let when = event
-                .event_time
-                .as_ref()
-                .map(|t| t.0)
-                .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
-                .or_else(|| event.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+            let when = event_time(event)?;
             let recent = now.is_none_or(|now| {
                 now.duration_since(when)
                     .try_into()
@@ -188,7 +170,7 @@ pub fn status_report(view: &ClusterView, conflict_window: std::time::Duration) -
     let waiting: Vec<(String, String, String)> = view
         .services
         .iter()
-        .filter(|s| !has_ingress(s))
+        .filter(|s| service_info(s, &[]).ips.is_empty())
         .map(|s| {
             let (reason, message) = service_condition::current(s).map_or_else(
                 || {

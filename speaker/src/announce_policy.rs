@@ -269,6 +269,35 @@ pub fn node_verdict(
     }
 }
 
+/// Where one address of `service` may be announced from, given the advertisements that
+/// `covering` it; each node left out is handed to `excluded` with the rule that leaves it out.
+pub fn plan_address(
+    ip: IpAddr,
+    service: &ServiceInfo,
+    covering: &[&L2Advertisement],
+    nodes: &[NodeInfo],
+    mut excluded: impl FnMut(&NodeInfo, NodeExclusion),
+) -> Plan {
+    let mut plan = Plan {
+        ip,
+        candidates: BTreeMap::new(),
+        interfaces: BTreeMap::new(),
+    };
+    for node in nodes {
+        match node_verdict(service, covering, node) {
+            NodeVerdict::Candidate {
+                preference,
+                interfaces,
+            } => {
+                plan.candidates.insert(node.name.clone(), preference);
+                plan.interfaces.insert(node.name.clone(), interfaces);
+            }
+            NodeVerdict::Excluded(why) => excluded(node, why),
+        }
+    }
+    plan
+}
+
 /// Where each of a Service's addresses may be announced from; addresses no advertisement
 /// covers, or that no node may announce, are left out.
 pub fn plan(
@@ -286,21 +315,7 @@ pub fn plan(
             continue;
         };
         let covering = covering(advertisements, pool, service);
-        let mut plan = Plan {
-            ip: *ip,
-            candidates: BTreeMap::new(),
-            interfaces: BTreeMap::new(),
-        };
-        for node in nodes {
-            if let NodeVerdict::Candidate {
-                preference,
-                interfaces,
-            } = node_verdict(service, &covering, node)
-            {
-                plan.candidates.insert(node.name.clone(), preference);
-                plan.interfaces.insert(node.name.clone(), interfaces);
-            }
-        }
+        let plan = plan_address(*ip, service, &covering, nodes, |_, _| {});
         if !plan.candidates.is_empty() {
             plans.push(plan);
         }
