@@ -152,32 +152,36 @@ impl ConfigurationStateReporter {
     }
 }
 
+/// Writes the status; the object is created first only when it does not exist yet, so a
+/// verdict costs one request once it does.
 async fn write(
     api: &Api<ConfigurationState>,
     component: &Component,
     status: &ConfigurationStateStatus,
 ) -> Result<(), kube::Error> {
     let name = component.object_name();
-    if api.get_opt(&name).await?.is_none() {
-        let object = ConfigurationState {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(component.labels()),
-                ..Default::default()
-            },
-            spec: None,
-            status: None,
-        };
-        match api.create(&PostParams::default(), &object).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+    let body = serde_json::json!({"status": status});
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+    let patch_status = || api.patch_status(&name, &params, &patch);
+    match patch_status().await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        other => return other.map(|_| ()),
     }
-    let patch = serde_json::json!({"status": status});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+    let object = ConfigurationState {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(component.labels()),
+            ..Default::default()
+        },
+        spec: None,
+        status: None,
+    };
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    patch_status().await.map(|_| ())
 }
 
 #[cfg(test)]
