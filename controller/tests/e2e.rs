@@ -267,16 +267,7 @@ async fn shrinking_or_deleting_a_pool_keeps_addresses() {
         ["192.168.117.100"]
     );
     // An invalid pool beside it: the configuration is stale until it is fixed or removed.
-    create_all(
-        &cluster.admin,
-        vec![pool_object(
-            "broken",
-            json!({"addresses": ["192.0.2.10-192.0.2.20"], "serviceAllocation": {"priority": 1,
-                   "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
-        )],
-    )
-    .await
-    .unwrap();
+    create_broken_pool(&cluster).await;
     wait_until(
         "the invalid pool makes the configuration stale",
         60,
@@ -484,16 +475,7 @@ async fn the_controller_reports_its_verdict_as_a_configuration_state() {
         "controller"
     );
 
-    create_all(
-        &cluster.admin,
-        vec![pool_object(
-            "broken",
-            json!({"addresses": ["192.0.2.10-192.0.2.20"], "serviceAllocation": {"priority": 1,
-                   "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
-        )],
-    )
-    .await
-    .unwrap();
+    create_broken_pool(&cluster).await;
     wait_until(
         "the controller reports the broken pool",
         60,
@@ -676,6 +658,21 @@ async fn a_leader_that_finds_the_lease_taken_stands_by() {
         lease_holder_is(&cluster, "replica-a")
     })
     .await;
+}
+
+/// A pool named "broken" that the API server admits and the controller cannot use all of: a
+/// serviceAllocation selector with an operator that does not exist.
+async fn create_broken_pool(cluster: &Cluster) {
+    create_all(
+        &cluster.admin,
+        vec![pool_object(
+            "broken",
+            json!({"addresses": ["192.0.2.10-192.0.2.20"], "serviceAllocation": {"priority": 1,
+                   "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Near"}]}]}}),
+        )],
+    )
+    .await
+    .unwrap();
 }
 
 fn pool_object(name: &str, spec: serde_json::Value) -> serde_json::Value {

@@ -27,10 +27,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -50,71 +48,6 @@ const FIRST_POOL_SHRUNK: &str = "192.168.117.100-192.168.117.105";
 const EXTRA_POOL: &str = "198.51.100.0/28";
 const GOSSIP_PORT: u16 = 7947;
 const MAX_SERVICES: usize = 8;
-
-/// A controller replica in the "api" namespace; killed on drop.
-struct Controller {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Controller {
-    fn start(kubeconfig: &std::path::Path, name: &str) -> Self {
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolb-speaker"))
-            .with_file_name("ferrolb-controller");
-        if !binary.exists() {
-            let built = Command::new(env!("CARGO"))
-                .args(["build", "-p", "ferrolb-controller"])
-                .status()
-                .unwrap();
-            assert!(built.success(), "building ferrolb-controller");
-        }
-        let mut child = Command::new(binary)
-            .args(["--health-addr", "127.0.0.1:0"])
-            .env("POD_NAME", name)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        let name = name.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                kept.lock().unwrap().push(format!("[{name}] {line}"));
-            }
-        });
-        Controller { child, log }
-    }
-
-    fn stop(&mut self, graceful: bool) {
-        if graceful {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            poll("the controller exits after SIGTERM", 30, || {
-                self.child.try_wait().unwrap().map(|_| ())
-            });
-        } else {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            for line in self.log.lock().unwrap().iter().rev().take(200).rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
 
 /// Something to do later: end a fault, start a component again.
 #[derive(Debug, Clone)]

@@ -64,6 +64,42 @@ fn add_eth1(lab: &Lab, node: &str) {
     }
 }
 
+/// Restarts `node`'s speaker with a metallb-excludel2 file listing `patterns` (a YAML list);
+/// the file lives as long as the returned directory.
+fn restart_excluding(lab: &mut Lab, node: &str, patterns: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let excludel2 = dir.path().join("excludel2.yaml");
+    std::fs::write(
+        &excludel2,
+        format!("announcedInterfacesToExclude: {patterns}\n"),
+    )
+    .unwrap();
+    lab.kill(node);
+    lab.start_speaker_with(node, &["--exclude-l2-config", excludel2.to_str().unwrap()]);
+    dir
+}
+
+/// Waits until `node`'s speaker logs a line holding every one of `needles`.
+fn wait_for_speaker_line(lab: &Lab, node: &str, what: &str, needles: &[&str]) {
+    poll(what, 30, || {
+        lab.speaker_log(node)
+            .iter()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+            .then_some(())
+    });
+}
+
+fn assert_speaker_runs(lab: &mut Lab, node: &str) {
+    let index = lab.nodes.iter().position(|n| *n == node).unwrap();
+    let exited = lab.speakers[index]
+        .as_mut()
+        .unwrap()
+        .child
+        .try_wait()
+        .unwrap();
+    assert!(exited.is_none(), "the speaker exited: {exited:?}");
+}
+
 /// A pool of `addresses` and an L2Advertisement of it (with `more` in its spec), both named
 /// `name`.
 fn add_announced_pool(lab: &Lab, name: &str, addresses: &str, more: serde_json::Value) {
@@ -152,24 +188,13 @@ fn an_interface_excluded_by_metallb_excludel2_carries_no_announcement() {
     let ip = address_hashed_to("192.168.117", "node-1");
     // A second link, so that node-1 keeps an interface to run on.
     add_eth1(&lab, "node-1");
-    let dir = tempfile::tempdir().unwrap();
-    let excludel2 = dir.path().join("excludel2.yaml");
-    std::fs::write(
-        &excludel2,
-        "announcedInterfacesToExclude: [\"^docker.*\", \"^eth0$\"]\n",
-    )
-    .unwrap();
-    lab.kill("node-1");
-    lab.start_speaker_with(
+    let _excludel2 = restart_excluding(&mut lab, "node-1", r#"["^docker.*", "^eth0$"]"#);
+    wait_for_speaker_line(
+        &lab,
         "node-1",
-        &["--exclude-l2-config", excludel2.to_str().unwrap()],
+        "node-1 says it excludes eth0",
+        &["interfaces excluded from announcements", "eth0"],
     );
-    poll("node-1 says it excludes eth0", 30, || {
-        lab.speaker_log("node-1")
-            .iter()
-            .any(|l| l.contains("interfaces excluded from announcements") && l.contains("eth0"))
-            .then_some(())
-    });
     add_announced_pool(&lab, "excluded", &format!("{ip}/32"), json!({}));
     lab.add_service("excluded-app", &[&ip]);
     let expected = owner_among(&["node-2", "node-3"], &ip);
@@ -199,47 +224,22 @@ fn a_speaker_started_while_its_link_is_down_waits_for_it() {
         }
     };
     link(&lab, "down");
-    let dir = tempfile::tempdir().unwrap();
-    let excludel2 = dir.path().join("excludel2.yaml");
-    std::fs::write(&excludel2, "announcedInterfacesToExclude: [\"^eth0$\"]\n").unwrap();
-    lab.kill("node-1");
-    lab.start_speaker_with(
+    let _excludel2 = restart_excluding(&mut lab, "node-1", r#"["^eth0$"]"#);
+    wait_for_speaker_line(
+        &lab,
         "node-1",
-        &["--exclude-l2-config", excludel2.to_str().unwrap()],
+        "node-1 waits for an interface",
+        &["no interface that may carry ARP is up yet", "eth1"],
     );
-    poll("node-1 waits for an interface", 30, || {
-        lab.speaker_log("node-1")
-            .iter()
-            .any(|l| l.contains("no interface that may carry ARP is up yet") && l.contains("eth1"))
-            .then_some(())
-    });
-    let index = lab.nodes.iter().position(|n| *n == "node-1").unwrap();
-    let running = lab.speakers[index]
-        .as_mut()
-        .unwrap()
-        .child
-        .try_wait()
-        .unwrap();
-    assert!(running.is_none(), "the speaker exited: {running:?}");
+    assert_speaker_runs(&mut lab, "node-1");
 
     link(&lab, "up");
-    poll(
+    wait_for_speaker_line(
+        &lab,
+        "node-1",
         "node-1's speaker answers on the link once it is up",
-        30,
-        || {
-            let log = lab.speaker_log("node-1");
-            let answering = log
-                .iter()
-                .any(|l| l.contains("answering ARP/NDP") && l.contains("interface=eth1 "));
-            let running = log.iter().any(|l| l.contains("caches filled"));
-            (answering && running).then_some(())
-        },
+        &["answering ARP/NDP", "interface=eth1 "],
     );
-    let running = lab.speakers[index]
-        .as_mut()
-        .unwrap()
-        .child
-        .try_wait()
-        .unwrap();
-    assert!(running.is_none(), "the speaker exited: {running:?}");
+    wait_for_speaker_line(&lab, "node-1", "node-1's speaker runs", &["caches filled"]);
+    assert_speaker_runs(&mut lab, "node-1");
 }

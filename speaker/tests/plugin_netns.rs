@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
 
 use common::*;
 use k8s_openapi::api::core::v1::Service;
@@ -20,74 +18,15 @@ use serde_json::json;
 
 const V4: &str = "192.168.117.100";
 
-fn binary(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolb-speaker")).with_file_name(name);
-    if !path.exists() {
-        let package = if name == "kubectl-ferrolb" {
-            "kubectl-ferrolb"
-        } else {
-            "ferrolb-controller"
-        };
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "-p", package])
-            .status()
-            .unwrap();
-        assert!(built.success(), "building {package}");
-    }
-    path
-}
-
-/// The controller, killed when the test ends; its log is printed if the test fails.
-struct Controller {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Controller {
-    fn start(kubeconfig: &std::path::Path) -> Self {
-        let mut child = Command::new(binary("ferrolb-controller"))
-            .args(["--health-addr", "127.0.0.1:0"])
-            .env("POD_NAME", "controller-0")
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
-        Controller { child, log }
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- controller log ----\n{}",
-                self.log.lock().unwrap().join("\n")
-            );
-        }
-    }
-}
-
 /// Runs `kubectl-ferrolb` as the administrator: exit code and standard output.
 fn plugin(lab: &Lab, args: &[&str]) -> (i32, String) {
-    let Output { status, stdout, .. } = Command::new(binary("kubectl-ferrolb"))
-        .arg("--kubeconfig")
-        .arg(lab.dir.path().join("admin"))
-        .args(args)
-        .output()
-        .unwrap();
+    let Output { status, stdout, .. } =
+        Command::new(workspace_binary("kubectl-ferrolb", "kubectl-ferrolb"))
+            .arg("--kubeconfig")
+            .arg(lab.dir.path().join("admin"))
+            .args(args)
+            .output()
+            .unwrap();
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -120,7 +59,7 @@ fn kubectl_ferrolb_explains_owners_and_refusals_and_reports_fenced_speakers() {
         .service_account_kubeconfig("metallb-system", "ferrolb-controller")
         .write(&lab.dir.path().join("controller"))
         .unwrap();
-    let _controller = Controller::start(&lab.dir.path().join("controller"));
+    let _controller = Controller::start(&lab.dir.path().join("controller"), "controller-0");
     let owner = owner_among(&NODES, V4);
     lab.wait_for_answer(V4, Some(owner), "the elected node answers");
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrolb_e2e::{
@@ -639,6 +639,78 @@ impl Drop for Lab {
             })
             .join()
             .unwrap();
+        }
+    }
+}
+
+/// Another binary of the workspace, beside the speaker's (`cargo test --workspace` builds
+/// them all); built with `cargo build -p PACKAGE` when it is missing.
+pub fn workspace_binary(name: &str, package: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_ferrolb-speaker")).with_file_name(name);
+    if !path.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "-p", package])
+            .status()
+            .unwrap();
+        assert!(built.success(), "building {package}");
+    }
+    path
+}
+
+/// A controller replica, started from this thread (so in the "api" namespace when the lab's
+/// thread runs it); killed on drop, and its last 200 log lines printed if the test fails.
+pub struct Controller {
+    pub child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Controller {
+    pub fn start(kubeconfig: &std::path::Path, name: &str) -> Self {
+        let mut child = Command::new(workspace_binary("ferrolb-controller", "ferrolb-controller"))
+            .args(["--health-addr", "127.0.0.1:0"])
+            .env("POD_NAME", name)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(format!("[{name}] {line}"));
+            }
+        });
+        Controller { child, log }
+    }
+
+    /// Stops it: SIGTERM and waits for it to exit (`graceful`), or SIGKILL.
+    pub fn stop(&mut self, graceful: bool) {
+        if graceful {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            poll("the controller exits after SIGTERM", 30, || {
+                self.child.try_wait().unwrap().map(|_| ())
+            });
+        } else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            for line in self.log.lock().unwrap().iter().rev().take(200).rev() {
+                eprintln!("{line}");
+            }
         }
     }
 }
